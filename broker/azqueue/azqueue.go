@@ -1,11 +1,328 @@
 package azqueue
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-pipeline-go/pipeline"
+	"github.com/Azure/azure-storage-queue-go/azqueue"
 	"github.com/micro/go-micro/v2/broker"
+	"github.com/micro/go-micro/v2/config/cmd"
+	"github.com/micro/go-micro/v2/logger"
+	"github.com/poc-go-micro/poc-go-micro/broker/azqueue/internal/storage"
 )
 
-// NewBroker returns an Azure Storage Queues broker. (placeholder while the
-// broker is being written; the real implementation replaces this file)
+func init() {
+	cmd.DefaultBrokers["azqueue"] = NewBroker
+}
+
+// ErrNotConnected is returned by Publish and Subscribe before Connect.
+var ErrNotConnected = errors.New("azqueue: not connected: call Connect first")
+
+// Environment variables read for credentials when no credential option is
+// given, in this order: the connection string, then the account name with
+// a key or a SAS token (the Azure CLI's names).
+const (
+	EnvConnectionString = "AZURE_STORAGE_CONNECTION_STRING"
+	EnvAccount          = "AZURE_STORAGE_ACCOUNT"
+	EnvKey              = "AZURE_STORAGE_KEY"
+	EnvSASToken         = "AZURE_STORAGE_SAS_TOKEN"
+)
+
+// storageServiceKey injects a ready storage.Service; unit tests use it to
+// run the broker on a fake.
+const storageServiceKey knobKey = "storage service"
+
+// Broker is a go-micro broker over Azure Storage Queues. NewBroker returns
+// one as a broker.Broker; type-assert to *Broker to reach Stats.
+type Broker struct {
+	connMu    sync.Mutex // serialises Connect and Disconnect
+	mu        sync.RWMutex
+	opts      broker.Options
+	svc       storage.Service // nil while disconnected
+	endpoint  string          // redacted, for Address and messages
+	cfg       brokerConfig
+	directory *queueDirectory
+	subs      map[*subscription]struct{}
+	stats     counters
+}
+
+// NewBroker returns an Azure Storage Queues broker. It reads its
+// credentials when it connects: see the package documentation for the
+// order of options and environment variables.
 func NewBroker(opts ...broker.Option) broker.Broker {
-	return broker.NewBroker(opts...)
+	b := &Broker{opts: broker.Options{Context: context.Background()}, subs: make(map[*subscription]struct{})}
+	for _, o := range opts {
+		o(&b.opts)
+	}
+	return b
+}
+
+// Init applies options and checks the broker-wide tunables.
+func (b *Broker) Init(opts ...broker.Option) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, o := range opts {
+		o(&b.opts)
+	}
+	_, err := resolveBroker(b.opts.Context)
+	return err
+}
+
+// Options returns the broker's options.
+func (b *Broker) Options() broker.Options {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.opts
+}
+
+// Address returns the queue endpoint, without any credential.
+func (b *Broker) Address() string {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.endpoint != "" {
+		return b.endpoint
+	}
+	if len(b.opts.Addrs) > 0 {
+		if u, err := parseEndpoint(b.opts.Addrs[0]); err == nil {
+			return u.Redacted()
+		}
+	}
+	return ""
+}
+
+// String returns "azqueue", the name --broker selects it by.
+func (b *Broker) String() string { return "azqueue" }
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() Stats { return b.stats.snapshot() }
+
+// Connect resolves the credentials and makes one authenticated request, so
+// that a wrong endpoint or key fails here with an error saying which.
+// Connecting a connected broker does nothing.
+func (b *Broker) Connect() error {
+	b.connMu.Lock()
+	defer b.connMu.Unlock()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.svc != nil {
+		return nil
+	}
+	cfg, err := resolveBroker(b.opts.Context)
+	if err != nil {
+		return err
+	}
+	svc, endpoint, err := b.newService()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.connectTimeout)
+	defer cancel()
+	if err := svc.Ping(ctx); err != nil {
+		return describeConnectError(endpoint, err)
+	}
+	b.svc, b.endpoint, b.cfg = svc, endpoint, cfg
+	b.directory = newQueueDirectory(svc, cfg.cacheTTL)
+	return nil
+}
+
+// describeConnectError says in words what a failed Connect means.
+func describeConnectError(endpoint string, err error) error {
+	switch {
+	case storage.IsAuth(err):
+		return fmt.Errorf("azqueue: connect to %s: authentication failed, check the account name and key or the SAS token: %w", endpoint, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Errorf("azqueue: connect to %s: no answer in time: %w", endpoint, err)
+	case storage.IsTransport(err):
+		return fmt.Errorf("azqueue: connect to %s: endpoint unreachable: %w", endpoint, err)
+	default:
+		return fmt.Errorf("azqueue: connect to %s: %w", endpoint, err)
+	}
+}
+
+// newService builds the storage client from the options and environment.
+// Called with b.mu held.
+func (b *Broker) newService() (storage.Service, string, error) {
+	ctx := b.opts.Context
+	if svc, ok := ctx.Value(storageServiceKey).(storage.Service); ok {
+		return svc, "fake", nil
+	}
+	if u, ok := ctx.Value(serviceURLKey).(azqueue.ServiceURL); ok {
+		raw := u.URL()
+		return storage.FromServiceURL(u), raw.Redacted(), nil
+	}
+	creds, err := b.credentials()
+	if err != nil {
+		return nil, "", err
+	}
+	endpoint := *creds.Endpoint
+	credential := azqueue.NewAnonymousCredential()
+	if creds.AccountKey != "" {
+		key, err := azqueue.NewSharedKeyCredential(creds.AccountName, creds.AccountKey)
+		if err != nil {
+			return nil, "", fmt.Errorf("azqueue: account key for %q is not valid base64", creds.AccountName)
+		}
+		credential = key
+	} else {
+		endpoint.RawQuery = creds.SAS
+	}
+	p := storage.NewPipeline(storage.PipelineConfig{
+		Credential: credential,
+		Retry:      retryOptions,
+		HTTPClient: b.httpClient(),
+		Policies:   []pipeline.Factory{requestCounter(&b.stats.requests)},
+	})
+	return storage.NewService(endpoint, p), creds.Endpoint.Redacted(), nil
+}
+
+// retryOptions bound the SDK's retries of one request: a few quick tries,
+// so that a dead endpoint fails in seconds and the broker's own backoff
+// takes over.
+var retryOptions = azqueue.RetryOptions{
+	MaxTries:      3,
+	TryTimeout:    20 * time.Second,
+	RetryDelay:    200 * time.Millisecond,
+	MaxRetryDelay: 2 * time.Second,
+}
+
+// credentials resolves the credentials: options, then environment, with
+// broker.Addrs replacing the endpoint.
+func (b *Broker) credentials() (Credentials, error) {
+	var creds Credentials
+	var err error
+	if source, ok := b.opts.Context.Value(credentialsKey).(credentialSource); ok {
+		creds, err = source()
+	} else {
+		creds, err = credentialsFromEnv()
+	}
+	if err != nil {
+		return Credentials{}, err
+	}
+	switch len(b.opts.Addrs) {
+	case 0:
+	case 1:
+		endpoint, err := parseEndpoint(b.opts.Addrs[0])
+		if err != nil {
+			return Credentials{}, fmt.Errorf("azqueue: broker address: %w (want the queue endpoint, e.g. https://account.queue.core.windows.net)", err)
+		}
+		creds.Endpoint = endpoint
+	default:
+		return Credentials{}, fmt.Errorf("azqueue: broker address: one queue endpoint expected, got %d", len(b.opts.Addrs))
+	}
+	return creds, nil
+}
+
+func credentialsFromEnv() (Credentials, error) {
+	if s := os.Getenv(EnvConnectionString); s != "" {
+		parts, err := splitConnectionString(EnvConnectionString, s)
+		if err != nil {
+			return Credentials{}, err
+		}
+		return buildCredentials(EnvConnectionString, parts)
+	}
+	account := os.Getenv(EnvAccount)
+	key, sas := os.Getenv(EnvKey), os.Getenv(EnvSASToken)
+	switch {
+	case account != "" && key != "":
+		return buildCredentials(EnvAccount+"/"+EnvKey, map[string]string{csAccountName: account, csAccountKey: key})
+	case account != "" && sas != "":
+		return buildCredentials(EnvAccount+"/"+EnvSASToken, map[string]string{csAccountName: account, csSAS: sas})
+	}
+	return Credentials{}, fmt.Errorf("azqueue: no credentials: set %s (e.g. UseDevelopmentStorage=true for Azurite), or %s with %s or %s, or pass azqueue.ConnectionString",
+		EnvConnectionString, EnvAccount, EnvKey, EnvSASToken)
+}
+
+// httpClient returns the HTTP client option, else one honouring
+// broker.TLSConfig, else the default.
+func (b *Broker) httpClient() *http.Client {
+	if c, ok := b.opts.Context.Value(httpClientKey).(*http.Client); ok && c != nil {
+		return c
+	}
+	c := storage.NewHTTPClient()
+	if b.opts.TLSConfig != nil {
+		c.Transport.(*http.Transport).TLSClientConfig = b.opts.TLSConfig.Clone()
+	} else if b.opts.Secure {
+		c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return c
+}
+
+// connected returns what Publish and Subscribe need, or ErrNotConnected.
+func (b *Broker) connected() (storage.Service, *queueDirectory, brokerConfig, error) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	if b.svc == nil {
+		return nil, nil, brokerConfig{}, ErrNotConnected
+	}
+	return b.svc, b.directory, b.cfg, nil
+}
+
+// Disconnect unsubscribes every subscription (each drains its running
+// handlers and hands back unstarted messages), logs the counters and forgets
+// the connection. Disconnecting a disconnected broker does nothing; a
+// second Disconnect during the first waits for it to finish.
+func (b *Broker) Disconnect() error {
+	b.connMu.Lock()
+	defer b.connMu.Unlock()
+	b.mu.Lock()
+	if b.svc == nil {
+		b.mu.Unlock()
+		return nil
+	}
+	subs := make([]*subscription, 0, len(b.subs))
+	for s := range b.subs {
+		subs = append(subs, s)
+	}
+	b.mu.Unlock()
+
+	errs := make([]error, len(subs))
+	var wg sync.WaitGroup
+	for i, s := range subs {
+		wg.Add(1)
+		go func(i int, s *subscription) {
+			defer wg.Done()
+			errs[i] = s.Unsubscribe()
+		}(i, s)
+	}
+	wg.Wait()
+
+	b.mu.Lock()
+	endpoint := b.endpoint
+	b.svc, b.directory = nil, nil
+	b.mu.Unlock()
+	logger.Infof("azqueue: disconnected from %s: %s", endpoint, b.stats.snapshot())
+	return errors.Join(errs...)
+}
+
+// track and forget keep the set of live subscriptions.
+func (b *Broker) track(s *subscription) {
+	b.mu.Lock()
+	b.subs[s] = struct{}{}
+	b.mu.Unlock()
+}
+
+func (b *Broker) forget(s *subscription) {
+	b.mu.Lock()
+	delete(b.subs, s)
+	b.mu.Unlock()
+}
+
+// wake tells this process's subscriptions on the named queues that a
+// message was just published there, so they poll at once.
+func (b *Broker) wake(queues []groupQueue) {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	for s := range b.subs {
+		for _, q := range queues {
+			if s.queue.Name() == q.name {
+				s.notify()
+			}
+		}
+	}
 }

@@ -1,6 +1,147 @@
-// Package azqueue is a go-micro v2 broker over Azure Storage Queues.
+// Package azqueue is a go-micro v2 broker over Azure Storage Queues that
+// delivers every message at least once and loses none.
 //
-// Importing the package registers it in go-micro's broker table as
-// "azqueue", so a service selects it with --broker=azqueue or
-// MICRO_BROKER=azqueue. Work in progress: see the project README.
+// # Using it
+//
+// Importing the package registers the broker as "azqueue" in go-micro's
+// broker table, so a service selects it with --broker=azqueue or
+// MICRO_BROKER=azqueue, or in code with micro.Broker(azqueue.NewBroker()).
+//
+// # Connecting
+//
+// Credentials, first match wins:
+//
+//  1. options: ServiceURL (a ready SDK service URL and pipeline: full
+//     control), else the last of ConnectionString, SharedKey and SASToken;
+//  2. AZURE_STORAGE_CONNECTION_STRING;
+//  3. AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY, or with
+//     AZURE_STORAGE_SAS_TOKEN (the Azure CLI's names).
+//
+// Connection strings may hold AccountName, AccountKey,
+// SharedAccessSignature, QueueEndpoint, DefaultEndpointsProtocol,
+// EndpointSuffix, or just UseDevelopmentStorage=true (Azurite on
+// 127.0.0.1:10001); the other services' endpoints the Azure portal adds are
+// ignored, and anything else is an error naming the part. broker.Addrs
+// (--broker_address) replaces the queue endpoint.
+//
+// Connect makes one authenticated request (listing at most one queue) and
+// says what is wrong when it fails: endpoint unreachable, no answer in time,
+// or authentication failed. Publish and Subscribe before Connect return
+// ErrNotConnected; Connect and Disconnect are idempotent. No key, SAS token
+// or connection string appears in any log line or error: requests go
+// through a pipeline without the SDK's request logger, and service errors
+// are reduced to operation, queue, status and error code.
+//
+// # Tunables
+//
+// Every tunable is an option; Settings lists them with their environment
+// variable (prefix AZQUEUE_), default and range. An option given in code
+// wins over the environment, which wins over the default. Subscribe options
+// have server.SubscriberOption twins (SubscriberBatchSize, ...) for
+// micro.RegisterSubscriber; publish options have client.PublishOption
+// twins (ClientMessageTTL, ClientDelay) for micro.NewEvent. Values out of
+// range are rejected by the call that uses them (Init, Subscribe, Publish)
+// with an error giving the range.
+//
+// # Topics, groups and queues
+//
+// A subscription is a (topic, group) pair. The group is go-micro's queue
+// option (broker.Queue, server.SubscriberQueue); without one, a
+// subscription joins the topic's DefaultGroup. Subscribers in one group
+// compete for its messages; every group of a topic receives every message.
+// This differs from go-micro's default for brokers such as http and nats,
+// where subscribers without a queue each receive every message: on Azure a
+// queue is the unit of delivery, so "everyone gets a copy" means "everyone
+// subscribes with their own group".
+//
+// Each (topic, group) is one Azure queue, named by a deterministic rule (see
+// queueNameFor): "<topic>-<group>" when both are plain lowercase names, else
+// a readable prefix of each plus a 10-character hash of the exact pair, so
+// two different pairs never share a queue. Names are valid queue names of at
+// most 56 characters, leaving room for the "-poison" suffix. The queue's
+// metadata records the exact topic and group (azqueuetopic, azqueuegroup,
+// URL path-escaped). Queues are created on first use.
+//
+// Publish enqueues into every group queue of the topic, found by listing the
+// queues that start with the topic's prefix and keeping those whose metadata
+// names the topic; the list is cached for QueueCacheTTL, and a Subscribe in
+// the same process refreshes it. A topic without queues gets its default
+// group's queue, so events published before any subscriber starts are kept
+// for it. A partial failure returns an error naming the failed queues.
+//
+// # Wire format
+//
+// A message is a JSON envelope, ASCII only (non-ASCII characters are \u
+// escaped), carrying go-micro's headers and the body in base64:
+//
+//	{"azqueue":1,"headers":{"Content-Type":"application/grpc+proto","Micro-Id":"…","Micro-Topic":"…"},"body":"<base64>"}
+//
+// Publish adds a Micro-Id header (a UUID) when the message has none. With
+// Base64Messages the whole envelope is base64 encoded, the default encoding
+// of Azure Functions' queue trigger; receiving accepts both forms. The text
+// is checked against the service's 64 KiB limit before sending: a message
+// too large fails with ErrMessageTooLarge and both sizes.
+//
+// On receive, headers are restored and enriched with Azqueue-Message-Id,
+// Azqueue-Dequeue-Count, Azqueue-Insertion-Time (RFC 3339) and
+// Azqueue-Queue; the go-micro server hands them to handlers as metadata. A
+// text that is not an envelope (written by another tool) is delivered as
+// the raw body with Content-Type RawContentType (default application/json,
+// which go-micro decodes into the handler's proto message). A text that
+// starts like an envelope but cannot be decoded goes to the poison queue
+// with the reason.
+//
+// # Receiving
+//
+// Each subscription dequeues up to BatchSize messages at a time (default 16,
+// at most 32) and runs up to Concurrency handlers (default BatchSize),
+// asking only for as many messages as it has free handler slots, so no
+// fetched message waits in a buffer while its lease runs down.
+//
+// A dequeued message is leased for VisibilityTimeout (default 30s); while
+// its handler runs, the lease is renewed at half its life, always with the
+// newest pop receipt. A lost lease (the message was deleted, or its receipt
+// is stale because the lease ran out and another consumer took it) stops
+// renewal and is counted; the later Ack returns ErrLeaseLost.
+//
+// With AutoAck (go-micro's default) the message is deleted only after its
+// handler returned nil. When the handler fails or panics (the panic is
+// recovered), the message becomes visible again after an exponential,
+// jittered delay based on its dequeue count (RetryDelay, default 1s doubling
+// up to 5m) and is not deleted; the envelope records the error. With
+// broker.DisableAutoAck, Event.Ack deletes; the event is an Event, whose
+// Nack, Extend, MessageID and DequeueCount a handler reaches by type
+// assertion.
+//
+// Before its handler runs, a message delivered more than MaxDequeueCount
+// times (default 5) moves to the "<queue>-poison" queue as a PoisonRecord
+// with the reason, the last error and the original text, and is then
+// deleted from its queue, in that order, so a crash in between duplicates
+// it and never loses it. Poison records never expire.
+//
+// Polling: immediately again after a full batch; otherwise a randomized
+// exponential pause from the minimum (default 100ms) to the maximum (default
+// 10s) of PollInterval. Transport errors have their own backoff and are
+// logged at most every 30s with a count. A publish from this process to a
+// queue it consumes wakes the poller at once.
+//
+// Shutdown: Unsubscribe stops polling (an in-flight dequeue gets 2s to finish
+// and its messages are handed straight back), lets running handlers finish
+// for up to DrainTimeout while still renewing their leases, and makes
+// messages fetched but not started visible again at once. Disconnect does
+// this for every subscription, then logs the counters. Both are idempotent
+// and safe to call while handlers run, so a go-micro server's graceful stop
+// loses nothing and strands no lease.
+//
+// # Publishing
+//
+// MessageTTL (default 7 days; NeverExpire for never) and Delay (initial
+// invisibility, below the TTL) are publish options. The publish context's
+// deadline is honoured (go-micro clients pass it with client.PublishContext);
+// without one, PublishTimeout bounds the call.
+//
+// # Observability
+//
+// (*Broker).Stats returns counters (published, delivered, acked, retried,
+// poisoned, renewals, leases lost, polls, empty polls, errors, requests).
 package azqueue

@@ -1,0 +1,99 @@
+package azqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+)
+
+// subscribeConfig is a subscription's resolved, validated tunables.
+type subscribeConfig struct {
+	batchSize      int
+	concurrency    int
+	visibility     time.Duration
+	maxDequeue     int
+	pollMin        time.Duration
+	pollMax        time.Duration
+	retryMin       time.Duration
+	retryMax       time.Duration
+	drain          time.Duration
+	rawContentType string
+}
+
+// brokerConfig is the broker's resolved, validated tunables.
+type brokerConfig struct {
+	cacheTTL       time.Duration
+	base64         bool
+	publishTimeout time.Duration
+	connectTimeout time.Duration
+}
+
+// publishConfig is one publish's resolved, validated tunables.
+type publishConfig struct {
+	ttl   time.Duration
+	delay time.Duration
+}
+
+// resolver collects the first error while resolving several knobs.
+type resolver struct {
+	ctx  context.Context
+	errs []error
+}
+
+func resolve[T any](r *resolver, k knob[T]) T {
+	v, err := k.value(r.ctx, os.Getenv)
+	if err != nil {
+		r.errs = append(r.errs, err)
+	}
+	return v
+}
+
+func (r *resolver) check(ok bool, format string, args ...interface{}) {
+	if !ok {
+		r.errs = append(r.errs, fmt.Errorf("azqueue: "+format, args...))
+	}
+}
+
+func (r *resolver) err() error { return errors.Join(r.errs...) }
+
+func resolveSubscribe(ctx context.Context) (subscribeConfig, error) {
+	r := &resolver{ctx: ctx}
+	c := subscribeConfig{
+		batchSize:      resolve(r, batchSizeKnob),
+		concurrency:    resolve(r, concurrencyKnob),
+		visibility:     resolve(r, visibilityKnob),
+		maxDequeue:     resolve(r, maxDequeueKnob),
+		pollMin:        resolve(r, pollMinKnob),
+		pollMax:        resolve(r, pollMaxKnob),
+		retryMin:       resolve(r, retryMinKnob),
+		retryMax:       resolve(r, retryMaxKnob),
+		drain:          resolve(r, drainKnob),
+		rawContentType: resolve(r, rawContentTypeKnob),
+	}
+	if c.concurrency == 0 {
+		c.concurrency = c.batchSize
+	}
+	r.check(c.pollMin <= c.pollMax, "PollInterval min %s is above max %s", c.pollMin, c.pollMax)
+	r.check(c.retryMin <= c.retryMax, "RetryDelay min %s is above max %s", c.retryMin, c.retryMax)
+	return c, r.err()
+}
+
+func resolveBroker(ctx context.Context) (brokerConfig, error) {
+	r := &resolver{ctx: ctx}
+	c := brokerConfig{
+		cacheTTL:       resolve(r, cacheTTLKnob),
+		base64:         resolve(r, base64Knob),
+		publishTimeout: resolve(r, publishTimeoutKnob),
+		connectTimeout: resolve(r, connectTimeoutKnob),
+	}
+	return c, r.err()
+}
+
+func resolvePublish(ctx context.Context) (publishConfig, error) {
+	r := &resolver{ctx: ctx}
+	c := publishConfig{ttl: resolve(r, ttlKnob), delay: resolve(r, delayKnob)}
+	r.check(c.ttl == NeverExpire || c.delay < c.ttl, "Delay %s is not below MessageTTL %s", formatDuration(c.delay), formatDuration(c.ttl))
+	return c, r.err()
+}

@@ -1,0 +1,188 @@
+package azqueue
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
+
+	"github.com/google/uuid"
+	"github.com/micro/go-micro/v2/broker"
+	"github.com/poc-go-micro/poc-go-micro/broker/azqueue/internal/storage"
+)
+
+// envelopeVersion is the value of the "azqueue" field that marks a message
+// text as the broker's envelope.
+const envelopeVersion = 1
+
+// envelopePrefix starts every envelope the broker writes; a text that starts
+// with it but does not decode is damaged, not foreign.
+const envelopePrefix = `{"azqueue":`
+
+// envelope is the wire format of a message: go-micro's headers and body.
+//
+//	{"azqueue":1,"headers":{"Content-Type":"application/grpc+proto","Micro-Id":"…","Micro-Topic":"…"},"body":"<base64>"}
+//
+// lastError is added when a handler fails, so that the poison queue can say
+// why a message was given up on, even when another process gives up.
+type envelope struct {
+	Version   int               `json:"azqueue"`
+	Headers   map[string]string `json:"headers,omitempty"`
+	Body      []byte            `json:"body"`
+	LastError string            `json:"lastError,omitempty"`
+}
+
+// Headers the broker adds to every delivered message. The go-micro server
+// passes them to handlers as metadata.
+const (
+	HeaderMessageID     = "Azqueue-Message-Id"
+	HeaderDequeueCount  = "Azqueue-Dequeue-Count"
+	HeaderInsertionTime = "Azqueue-Insertion-Time"
+	HeaderQueue         = "Azqueue-Queue"
+	// HeaderID is go-micro's message id header, set on publish when absent.
+	HeaderID = "Micro-Id"
+	// headerContentType is the header the go-micro server decodes by.
+	headerContentType = "Content-Type"
+)
+
+// ErrMessageTooLarge is returned by Publish when the encoded message exceeds
+// the service's 64 KiB limit.
+var ErrMessageTooLarge = errors.New("azqueue: message too large")
+
+// encodeMessage returns the text to enqueue for m: its envelope, base64
+// encoded as a whole when asked, with a Micro-Id header added when m has
+// none. m is not modified.
+func encodeMessage(m *broker.Message, wholeBase64 bool) (text string, id string, err error) {
+	headers := make(map[string]string, len(m.Header)+1)
+	for k, v := range m.Header {
+		headers[k] = v
+	}
+	id = headers[HeaderID]
+	if id == "" {
+		id = uuid.New().String()
+		headers[HeaderID] = id
+	}
+	text, err = marshalEnvelope(envelope{Version: envelopeVersion, Headers: headers, Body: m.Body}, wholeBase64)
+	if err != nil {
+		return "", id, err
+	}
+	if len(text) > storage.MaxMessageSize {
+		return "", id, fmt.Errorf("%w: %d bytes encoded (body %d bytes), the limit is %d bytes",
+			ErrMessageTooLarge, len(text), len(m.Body), storage.MaxMessageSize)
+	}
+	return text, id, nil
+}
+
+func marshalEnvelope(e envelope, wholeBase64 bool) (string, error) {
+	b, err := json.Marshal(e)
+	if err != nil {
+		return "", fmt.Errorf("azqueue: encode envelope: %w", err)
+	}
+	b = asciiJSON(b)
+	if wholeBase64 {
+		return base64.StdEncoding.EncodeToString(b), nil
+	}
+	return string(b), nil
+}
+
+// asciiJSON rewrites every non-ASCII character of a JSON text as a \u
+// escape. An ASCII envelope's length in bytes is its length however the
+// service counts it, so the size check before sending is exact. Outside
+// strings JSON is ASCII already, so only string contents change.
+func asciiJSON(b []byte) []byte {
+	i := 0
+	for i < len(b) && b[i] < utf8.RuneSelf {
+		i++
+	}
+	if i == len(b) {
+		return b
+	}
+	out := make([]byte, 0, len(b)+len(b)/4)
+	out = append(out, b[:i]...)
+	for _, r := range string(b[i:]) {
+		switch {
+		case r < utf8.RuneSelf:
+			out = append(out, byte(r))
+		case r <= 0xFFFF:
+			out = fmt.Appendf(out, `\u%04x`, r)
+		default:
+			r1, r2 := utf16.EncodeRune(r)
+			out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
+		}
+	}
+	return out
+}
+
+// decoded is a received message text, understood.
+type decoded struct {
+	envelope
+	// foreign is set for texts that are not an envelope: Body holds the
+	// text (base64-decoded when whole-message base64 is on and it decodes)
+	// and Headers is empty.
+	foreign bool
+	// base64 records that the envelope was base64 encoded as a whole, so a
+	// rewrite keeps the encoding.
+	base64 bool
+}
+
+// errUnreadable marks texts that claim to be an envelope but are damaged.
+var errUnreadable = errors.New("unreadable envelope")
+
+// decodeMessage interprets a message text. An envelope, plain or base64
+// encoded as a whole, decodes to its headers and body. Any other text is
+// foreign and delivered raw. A text that starts like an envelope but does not
+// decode returns an error wrapping errUnreadable.
+func decodeMessage(text string, wholeBase64 bool) (decoded, error) {
+	raw := []byte(text)
+	isBase64 := false
+	if !bytes.HasPrefix(raw, []byte(envelopePrefix)) {
+		if b, err := base64.StdEncoding.DecodeString(text); err == nil {
+			if bytes.HasPrefix(b, []byte(envelopePrefix)) || wholeBase64 {
+				raw, isBase64 = b, true
+			}
+		}
+	}
+	if !bytes.HasPrefix(raw, []byte(envelopePrefix)) {
+		return decoded{envelope: envelope{Body: raw}, foreign: true, base64: isBase64}, nil
+	}
+	var e envelope
+	if err := json.Unmarshal(raw, &e); err != nil {
+		return decoded{}, fmt.Errorf("%w: %v", errUnreadable, shorten(err.Error(), 200))
+	}
+	if e.Version != envelopeVersion {
+		return decoded{}, fmt.Errorf("%w: unsupported version %d", errUnreadable, e.Version)
+	}
+	if e.Headers == nil {
+		e.Headers = make(map[string]string)
+	}
+	return decoded{envelope: e, base64: isBase64}, nil
+}
+
+// withLastError returns the message text rewritten to record reason, or ""
+// when it cannot be (a foreign text is left as its author wrote it) or would
+// exceed the size limit.
+func (d decoded) withLastError(reason string) string {
+	if d.foreign {
+		return ""
+	}
+	e := d.envelope
+	e.LastError = shorten(reason, 1024)
+	text, err := marshalEnvelope(e, d.base64)
+	if err != nil || len(text) > storage.MaxMessageSize {
+		return ""
+	}
+	return text
+}
+
+// shorten cuts s to at most n bytes on a rune boundary, marking the cut.
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	cut := strings.ToValidUTF8(s[:n], "")
+	return cut + "…"
+}

@@ -1,0 +1,221 @@
+package storage
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/Azure/azure-pipeline-go/pipeline"
+	"github.com/Azure/azure-storage-queue-go/azqueue"
+)
+
+// PipelineConfig says how requests reach the service: credentials, retries
+// and the HTTP client.
+type PipelineConfig struct {
+	// Credential signs requests: azqueue.NewSharedKeyCredential for an account
+	// key, azqueue.NewAnonymousCredential for a SAS carried in the URL.
+	Credential azqueue.Credential
+	// Retry configures the SDK's retry policy for one request.
+	Retry azqueue.RetryOptions
+	// HTTPClient sends the requests; nil means NewHTTPClient().
+	HTTPClient *http.Client
+	// Policies run after the retry policy, once per try, closest to the wire;
+	// the broker uses one to count requests.
+	Policies []pipeline.Factory
+}
+
+// NewPipeline builds the request pipeline. Unlike azqueue.NewPipeline it has
+// no request-log policy: that policy force-logs every failed request,
+// including its URL, to syslog, which would put a SAS token in a log and
+// floods the log during an outage. The broker reports failures itself.
+func NewPipeline(c PipelineConfig) pipeline.Pipeline {
+	client := c.HTTPClient
+	if client == nil {
+		client = NewHTTPClient()
+	}
+	factories := []pipeline.Factory{
+		azqueue.NewTelemetryPolicyFactory(azqueue.TelemetryOptions{Value: "poc-go-micro-azqueue"}),
+		azqueue.NewUniqueRequestIDPolicyFactory(),
+		azqueue.NewRetryPolicyFactory(c.Retry),
+	}
+	factories = append(factories, c.Policies...)
+	if c.Credential != nil {
+		factories = append(factories, c.Credential)
+	}
+	factories = append(factories, pipeline.MethodFactoryMarker())
+	return pipeline.NewPipeline(factories, pipeline.Options{HTTPSender: httpSender(client)})
+}
+
+// NewHTTPClient returns the HTTP client the broker uses by default: keep-alive
+// connections, enough idle connections per host for concurrent handlers
+// (Go's default of 2 makes every burst open new connections), and dial and
+// header timeouts so a dead endpoint fails fast instead of hanging a poll.
+func NewHTTPClient() *http.Client {
+	return &http.Client{
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			MaxIdleConns:          256,
+			MaxIdleConnsPerHost:   128,
+			IdleConnTimeout:       90 * time.Second,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: 60 * time.Second,
+			ExpectContinueTimeout: time.Second,
+		},
+	}
+}
+
+func httpSender(client *http.Client) pipeline.Factory {
+	return pipeline.FactoryFunc(func(next pipeline.Policy, po *pipeline.PolicyOptions) pipeline.PolicyFunc {
+		return func(ctx context.Context, request pipeline.Request) (pipeline.Response, error) {
+			r, err := client.Do(request.WithContext(ctx))
+			if err != nil {
+				return nil, pipeline.NewError(err, "HTTP request failed")
+			}
+			return pipeline.NewHTTPResponse(r), nil
+		}
+	})
+}
+
+// NewService returns a Service for the queue service at serviceURL, sending
+// requests through p. A SAS token, if any, is part of serviceURL's query.
+func NewService(serviceURL url.URL, p pipeline.Pipeline) Service {
+	return FromServiceURL(azqueue.NewServiceURL(serviceURL, p))
+}
+
+// FromServiceURL wraps a ready SDK service URL, for callers who build their
+// own pipeline.
+func FromServiceURL(u azqueue.ServiceURL) Service {
+	return sdkService{url: u}
+}
+
+type sdkService struct {
+	url azqueue.ServiceURL
+}
+
+func (s sdkService) Ping(ctx context.Context) error {
+	// Listing at most one queue is the cheapest authenticated call that a
+	// SAS limited to the queue service may also make (Get Service Properties
+	// needs account-level permissions).
+	_, err := s.url.ListQueuesSegment(ctx, azqueue.Marker{}, azqueue.ListQueuesSegmentOptions{MaxResults: 1})
+	return convert("connect", "", err)
+}
+
+func (s sdkService) ListQueues(ctx context.Context, prefix string) ([]QueueInfo, error) {
+	var queues []QueueInfo
+	opts := azqueue.ListQueuesSegmentOptions{Prefix: prefix, Detail: azqueue.ListQueuesSegmentDetails{Metadata: true}}
+	for marker := (azqueue.Marker{}); marker.NotDone(); {
+		resp, err := s.url.ListQueuesSegment(ctx, marker, opts)
+		if err != nil {
+			return nil, convert("list queues", "", err)
+		}
+		for _, item := range resp.QueueItems {
+			queues = append(queues, QueueInfo{Name: item.Name, Metadata: item.Metadata})
+		}
+		marker = resp.NextMarker
+	}
+	return queues, nil
+}
+
+func (s sdkService) Queue(name string) Queue {
+	q := s.url.NewQueueURL(name)
+	return sdkQueue{name: name, url: q, messages: q.NewMessagesURL()}
+}
+
+type sdkQueue struct {
+	name     string
+	url      azqueue.QueueURL
+	messages azqueue.MessagesURL
+}
+
+func (q sdkQueue) Name() string { return q.name }
+
+func (q sdkQueue) Create(ctx context.Context, metadata map[string]string) error {
+	_, err := q.url.Create(ctx, metadata)
+	if e, ok := err.(azqueue.StorageError); ok && e.ServiceCode() == azqueue.ServiceCodeQueueAlreadyExists {
+		// 409: the queue exists with other metadata; whoever created it
+		// first recorded the same topic and group.
+		return nil
+	}
+	return convert("create", q.name, err)
+}
+
+func (q sdkQueue) Enqueue(ctx context.Context, text string, delay, ttl time.Duration) error {
+	_, err := q.messages.Enqueue(ctx, text, wholeSeconds(delay), wholeSeconds(ttl))
+	return convert("enqueue to", q.name, err)
+}
+
+func (q sdkQueue) Dequeue(ctx context.Context, max int, visibility time.Duration) ([]Message, error) {
+	resp, err := q.messages.Dequeue(ctx, int32(max), wholeSeconds(visibility))
+	if err != nil {
+		return nil, convert("dequeue from", q.name, err)
+	}
+	n := resp.NumMessages()
+	msgs := make([]Message, 0, n)
+	for i := int32(0); i < n; i++ {
+		m := resp.Message(i)
+		msgs = append(msgs, Message{
+			ID:            string(m.ID),
+			Text:          m.Text,
+			DequeueCount:  m.DequeueCount,
+			InsertionTime: m.InsertionTime,
+			Lease:         Lease{PopReceipt: string(m.PopReceipt), NextVisibleTime: m.NextVisibleTime},
+		})
+	}
+	return msgs, nil
+}
+
+func (q sdkQueue) Update(ctx context.Context, id, popReceipt, text string, visibility time.Duration) (Lease, error) {
+	resp, err := q.messages.NewMessageIDURL(azqueue.MessageID(id)).Update(ctx, azqueue.PopReceipt(popReceipt), wholeSeconds(visibility), text)
+	if err != nil {
+		return Lease{}, convert("update message in", q.name, err)
+	}
+	return Lease{PopReceipt: string(resp.PopReceipt), NextVisibleTime: resp.TimeNextVisible}, nil
+}
+
+func (q sdkQueue) Delete(ctx context.Context, id, popReceipt string) error {
+	_, err := q.messages.NewMessageIDURL(azqueue.MessageID(id)).Delete(ctx, azqueue.PopReceipt(popReceipt))
+	return convert("delete message from", q.name, err)
+}
+
+// wholeSeconds rounds a positive duration up to whole seconds, the unit of
+// the service's visibility timeouts and time to live. The SDK truncates
+// instead, which would make a 1.5s delay 1s and a 0.9s one 0: earlier than
+// asked. Zero and negative values (NeverExpire) pass unchanged.
+func wholeSeconds(d time.Duration) time.Duration {
+	if d <= 0 {
+		return d
+	}
+	if rest := d % time.Second; rest != 0 {
+		d += time.Second - rest
+	}
+	return d
+}
+
+// convert turns an SDK error into an *Error that keeps the status and the
+// service code but drops the request dump (URL, headers) the SDK puts in its
+// error text.
+func convert(op, queue string, err error) error {
+	if err == nil {
+		return nil
+	}
+	e := &Error{Op: op, Queue: queue}
+	var se azqueue.StorageError
+	if errors.As(err, &se) {
+		if resp := se.Response(); resp != nil {
+			e.StatusCode = resp.StatusCode
+		}
+		e.Code = string(se.ServiceCode())
+		return e
+	}
+	cause := pipeline.Cause(err)
+	var ue *url.Error
+	if errors.As(cause, &ue) {
+		cause = ue.Err // the url.Error's text names the URL, which may carry a SAS
+	}
+	e.Err = cause
+	return e
+}

@@ -1,0 +1,189 @@
+package azqueue
+
+import (
+	"context"
+	"net/http"
+	"time"
+
+	"github.com/Azure/azure-storage-queue-go/azqueue"
+	"github.com/micro/go-micro/v2/broker"
+	"github.com/micro/go-micro/v2/client"
+	"github.com/micro/go-micro/v2/server"
+)
+
+// Credential options. ServiceURL wins over the others; among
+// ConnectionString, SharedKey and SASToken the last one given wins; any of
+// them wins over the environment (AZURE_STORAGE_CONNECTION_STRING, then
+// AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN).
+// broker.Addrs (--broker_address) replaces the queue endpoint of any of
+// them but ServiceURL.
+
+const (
+	credentialsKey knobKey = "credentials"
+	serviceURLKey  knobKey = "ServiceURL"
+	httpClientKey  knobKey = "HTTPClient"
+)
+
+// credentialSource produces credentials when the broker connects, so that a
+// bad connection string is reported by Init/Connect, not lost in an option.
+type credentialSource func() (Credentials, error)
+
+// ConnectionString sets the storage connection string, for example
+// "UseDevelopmentStorage=true" or
+// "DefaultEndpointsProtocol=https;AccountName=a;AccountKey=k;EndpointSuffix=core.windows.net".
+func ConnectionString(s string) broker.Option {
+	return brokerValue(credentialsKey, credentialSource(func() (Credentials, error) {
+		return ParseConnectionString(s)
+	}))
+}
+
+// SharedKey authenticates with a storage account name and key, at
+// https://<account>.queue.core.windows.net unless an endpoint is given.
+func SharedKey(account, key string) broker.Option {
+	return brokerValue(credentialsKey, credentialSource(func() (Credentials, error) {
+		return buildCredentials("SharedKey", map[string]string{csAccountName: account, csAccountKey: key})
+	}))
+}
+
+// SASToken authenticates with a shared access signature for the account,
+// at https://<account>.queue.core.windows.net unless an endpoint is given.
+func SASToken(account, sas string) broker.Option {
+	return brokerValue(credentialsKey, credentialSource(func() (Credentials, error) {
+		return buildCredentials("SASToken", map[string]string{csAccountName: account, csSAS: sas})
+	}))
+}
+
+// ServiceURL gives full control: requests go to u with u's pipeline
+// (credentials, retries, HTTP client, logging). Endpoint and credential
+// options are ignored.
+func ServiceURL(u azqueue.ServiceURL) broker.Option {
+	return brokerValue(serviceURLKey, u)
+}
+
+// HTTPClient sets the HTTP client requests are sent with.
+func HTTPClient(c *http.Client) broker.Option {
+	return brokerValue(httpClientKey, c)
+}
+
+// QueueCacheTTL sets how long Publish trusts its list of a topic's group
+// queues before listing them again (0 lists on every publish).
+func QueueCacheTTL(d time.Duration) broker.Option { return brokerValue(cacheTTLKnob.key, d) }
+
+// Base64Messages base64-encodes whole messages on publish, the encoding
+// Azure Functions' queue trigger expects by default. Receiving accepts both.
+func Base64Messages(on bool) broker.Option { return brokerValue(base64Knob.key, on) }
+
+// PublishTimeout bounds one Publish whose context has no deadline.
+func PublishTimeout(d time.Duration) broker.Option { return brokerValue(publishTimeoutKnob.key, d) }
+
+// ConnectTimeout bounds Connect's authenticated check.
+func ConnectTimeout(d time.Duration) broker.Option { return brokerValue(connectTimeoutKnob.key, d) }
+
+// Subscribe options, each with a server.SubscriberOption twin for
+// subscribers registered through micro.RegisterSubscriber.
+
+// BatchSize sets how many messages (1..32) one dequeue request asks for.
+func BatchSize(n int) broker.SubscribeOption { return subscribeValue(batchSizeKnob.key, n) }
+
+// SubscriberBatchSize is BatchSize for micro.RegisterSubscriber.
+func SubscriberBatchSize(n int) server.SubscriberOption { return subscriberValue(batchSizeKnob.key, n) }
+
+// Concurrency sets how many handlers run at once (default: BatchSize).
+func Concurrency(n int) broker.SubscribeOption { return subscribeValue(concurrencyKnob.key, n) }
+
+// SubscriberConcurrency is Concurrency for micro.RegisterSubscriber.
+func SubscriberConcurrency(n int) server.SubscriberOption {
+	return subscriberValue(concurrencyKnob.key, n)
+}
+
+// VisibilityTimeout sets the lease taken on each dequeued message (1s..7d).
+func VisibilityTimeout(d time.Duration) broker.SubscribeOption {
+	return subscribeValue(visibilityKnob.key, d)
+}
+
+// SubscriberVisibilityTimeout is VisibilityTimeout for micro.RegisterSubscriber.
+func SubscriberVisibilityTimeout(d time.Duration) server.SubscriberOption {
+	return subscriberValue(visibilityKnob.key, d)
+}
+
+// MaxDequeueCount sets how many deliveries a message gets before it moves
+// to the poison queue.
+func MaxDequeueCount(n int) broker.SubscribeOption { return subscribeValue(maxDequeueKnob.key, n) }
+
+// SubscriberMaxDequeueCount is MaxDequeueCount for micro.RegisterSubscriber.
+func SubscriberMaxDequeueCount(n int) server.SubscriberOption {
+	return subscriberValue(maxDequeueKnob.key, n)
+}
+
+// PollInterval sets the bounds of the randomized exponential pause between
+// polls of a queue that had no full batch.
+func PollInterval(min, max time.Duration) broker.SubscribeOption {
+	return func(o *broker.SubscribeOptions) {
+		o.Context = withPair(o.Context, pollMinKnob.key, pollMaxKnob.key, min, max)
+	}
+}
+
+// SubscriberPollInterval is PollInterval for micro.RegisterSubscriber.
+func SubscriberPollInterval(min, max time.Duration) server.SubscriberOption {
+	return func(o *server.SubscriberOptions) {
+		o.Context = withPair(o.Context, pollMinKnob.key, pollMaxKnob.key, min, max)
+	}
+}
+
+// RetryDelay sets the bounds of the exponential, jittered delay before a
+// message whose handler failed is delivered again.
+func RetryDelay(min, max time.Duration) broker.SubscribeOption {
+	return func(o *broker.SubscribeOptions) {
+		o.Context = withPair(o.Context, retryMinKnob.key, retryMaxKnob.key, min, max)
+	}
+}
+
+// SubscriberRetryDelay is RetryDelay for micro.RegisterSubscriber.
+func SubscriberRetryDelay(min, max time.Duration) server.SubscriberOption {
+	return func(o *server.SubscriberOptions) {
+		o.Context = withPair(o.Context, retryMinKnob.key, retryMaxKnob.key, min, max)
+	}
+}
+
+// DrainTimeout sets how long Unsubscribe waits for running handlers.
+func DrainTimeout(d time.Duration) broker.SubscribeOption { return subscribeValue(drainKnob.key, d) }
+
+// SubscriberDrainTimeout is DrainTimeout for micro.RegisterSubscriber.
+func SubscriberDrainTimeout(d time.Duration) server.SubscriberOption {
+	return subscriberValue(drainKnob.key, d)
+}
+
+// RawContentType sets the Content-Type of messages that are not in the
+// broker's envelope, such as JSON written by another tool.
+func RawContentType(ct string) broker.SubscribeOption {
+	return subscribeValue(rawContentTypeKnob.key, ct)
+}
+
+// SubscriberRawContentType is RawContentType for micro.RegisterSubscriber.
+func SubscriberRawContentType(ct string) server.SubscriberOption {
+	return subscriberValue(rawContentTypeKnob.key, ct)
+}
+
+// Publish options, each with a client.PublishOption twin for events
+// published through a go-micro client (micro.NewEvent). A client's
+// client.PublishContext replaces the context these twins write to, so give
+// it first.
+
+// MessageTTL sets how long a published message lives (1s..7d, or
+// NeverExpire).
+func MessageTTL(d time.Duration) broker.PublishOption { return publishValue(ttlKnob.key, d) }
+
+// ClientMessageTTL is MessageTTL for go-micro clients.
+func ClientMessageTTL(d time.Duration) client.PublishOption {
+	return clientPublishValue(ttlKnob.key, d)
+}
+
+// Delay keeps a published message invisible for d (below its TTL).
+func Delay(d time.Duration) broker.PublishOption { return publishValue(delayKnob.key, d) }
+
+// ClientDelay is Delay for go-micro clients.
+func ClientDelay(d time.Duration) client.PublishOption { return clientPublishValue(delayKnob.key, d) }
+
+func withPair(ctx context.Context, k1, k2 knobKey, v1, v2 time.Duration) context.Context {
+	return withValue(withValue(ctx, k1, v1), k2, v2)
+}

@@ -1,0 +1,403 @@
+package azqueue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/micro/go-micro/v2/broker"
+	"github.com/micro/go-micro/v2/logger"
+	"github.com/poc-go-micro/poc-go-micro/broker/azqueue/internal/storage"
+)
+
+// Subscribe starts consuming topic's queue for the subscription's group
+// (broker.Queue / server.SubscriberQueue; DefaultGroup without one),
+// creating the queue if needed. Subscribers of one group share its messages;
+// each group receives every message published to the topic.
+func (b *Broker) Subscribe(topic string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscriber, error) {
+	svc, directory, cfg, err := b.connected()
+	if err != nil {
+		return nil, err
+	}
+	if h == nil {
+		return nil, fmt.Errorf("azqueue: subscribe to topic %q: nil handler", topic)
+	}
+	options := broker.NewSubscribeOptions(opts...)
+	sc, err := resolveSubscribe(options.Context)
+	if err != nil {
+		return nil, err
+	}
+	group := options.Queue
+	if group == "" {
+		group = DefaultGroup
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	name, err := directory.ensureQueue(ctx, topic, group)
+	if err != nil {
+		return nil, err
+	}
+	directory.invalidate(topic)
+
+	s := newSubscription(b, svc, topic, group, name, h, options, sc, cfg.base64)
+	b.track(s)
+	go s.poll()
+	return s, nil
+}
+
+// dequeueGrace is how long Unsubscribe lets an in-flight dequeue finish
+// before cancelling it. Cancelling a dequeue the service has already served
+// would strand its messages until their visibility timeout; letting it
+// finish hands them straight back.
+const dequeueGrace = 2 * time.Second
+
+// subscription is one (topic, group) consumer: a poll loop feeding up to
+// cfg.concurrency handlers.
+type subscription struct {
+	b       *Broker
+	topic   string
+	group   string
+	queue   storage.Queue
+	poison  *poisonQueue
+	handler broker.Handler
+	opts    broker.SubscribeOptions
+	cfg     subscribeConfig
+	base64  bool
+
+	slots      chan struct{} // one token per running handler
+	wakeup     chan struct{} // a local publish to our queue
+	stop       chan struct{} // closed by Unsubscribe
+	done       chan struct{} // closed when the poll loop has exited
+	pollCtx    context.Context
+	cancelPoll context.CancelFunc
+	running    sync.WaitGroup
+	pollErrors throttledLog
+	lastErrors *errorMemory
+
+	unsubscribeOnce sync.Once
+	unsubscribeErr  error
+}
+
+func newSubscription(b *Broker, svc storage.Service, topic, group, queue string, h broker.Handler, opts broker.SubscribeOptions, cfg subscribeConfig, base64 bool) *subscription {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &subscription{
+		b: b, topic: topic, group: group, handler: h, opts: opts, cfg: cfg, base64: base64,
+		queue:      svc.Queue(queue),
+		poison:     &poisonQueue{queue: svc.Queue(poisonQueueNameFor(queue)), source: queue},
+		slots:      make(chan struct{}, cfg.concurrency),
+		wakeup:     make(chan struct{}, 1),
+		stop:       make(chan struct{}),
+		done:       make(chan struct{}),
+		pollCtx:    ctx,
+		cancelPoll: cancel,
+		pollErrors: throttledLog{interval: 30 * time.Second},
+		lastErrors: newErrorMemory(1024),
+	}
+}
+
+// Options returns the subscription's options.
+func (s *subscription) Options() broker.SubscribeOptions { return s.opts }
+
+// Topic returns the subscribed topic.
+func (s *subscription) Topic() string { return s.topic }
+
+// notify makes a sleeping poll loop poll now.
+func (s *subscription) notify() {
+	select {
+	case s.wakeup <- struct{}{}:
+	default:
+	}
+}
+
+// Unsubscribe stops polling, hands messages fetched but not started back to
+// the queue at once, and waits up to the drain timeout for running handlers,
+// whose leases are renewed until they return. It is idempotent and safe to
+// call while handlers run.
+func (s *subscription) Unsubscribe() error {
+	s.unsubscribeOnce.Do(func() {
+		close(s.stop)
+		select {
+		case <-s.done:
+		case <-time.After(dequeueGrace):
+			s.cancelPoll()
+			<-s.done
+		}
+		s.cancelPoll()
+		if !waitTimeout(&s.running, s.cfg.drain) {
+			s.unsubscribeErr = fmt.Errorf("azqueue: unsubscribe from queue %q: handlers still running after the %s drain timeout; their messages will be delivered again when their leases end",
+				s.queue.Name(), s.cfg.drain)
+		}
+		s.b.forget(s)
+	})
+	return s.unsubscribeErr
+}
+
+// poll is the subscription's loop: reserve free handler slots, dequeue at
+// most that many messages, start a handler for each, and pause when the
+// queue had less than asked for.
+func (s *subscription) poll() {
+	defer close(s.done)
+	idle := newBackoff(s.cfg.pollMin, s.cfg.pollMax)
+	failing := newBackoff(s.cfg.pollMin*10, 30*time.Second)
+	for {
+		want := s.reserve(s.cfg.batchSize)
+		if want == 0 {
+			return
+		}
+		msgs, err := s.dequeue(want)
+		s.unreserve(want - len(msgs))
+		if s.stopping() {
+			s.handBack(msgs)
+			s.unreserve(len(msgs))
+			return
+		}
+		if err != nil {
+			s.b.stats.errors.Add(1)
+			s.pollErrors.errorf("azqueue: poll queue %q for topic %q: %v; retrying with backoff", s.queue.Name(), s.topic, err)
+			if storage.IsQueueNotFound(err) {
+				s.recreateQueue()
+			}
+			if !s.sleep(failing.pause(), idle) {
+				return
+			}
+			continue
+		}
+		failing.reset()
+		s.pollErrors.recovered("azqueue: polling queue %q works again", s.queue.Name())
+		for _, m := range msgs {
+			s.running.Add(1)
+			go s.process(m)
+		}
+		if len(msgs) == want {
+			idle.reset()
+			continue // full: more are probably waiting
+		}
+		if len(msgs) > 0 {
+			idle.reset()
+		}
+		if !s.sleep(idle.pause(), idle) {
+			return
+		}
+	}
+}
+
+// reserve waits for one free handler slot, then takes up to want-1 more
+// that are free now. It returns 0 when the subscription stops.
+func (s *subscription) reserve(want int) int {
+	select {
+	case s.slots <- struct{}{}:
+	case <-s.stop:
+		return 0
+	}
+	n := 1
+	for n < want {
+		select {
+		case s.slots <- struct{}{}:
+			n++
+		default:
+			return n
+		}
+	}
+	return n
+}
+
+func (s *subscription) unreserve(n int) {
+	for i := 0; i < n; i++ {
+		<-s.slots
+	}
+}
+
+func (s *subscription) stopping() bool {
+	select {
+	case <-s.stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// sleep pauses for d, or until a local publish wakes the subscription
+// (which also resets the idle backoff). It returns false when the
+// subscription stops.
+func (s *subscription) sleep(d time.Duration, idle *backoff) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-s.wakeup:
+		idle.reset()
+		return true
+	case <-s.stop:
+		return false
+	}
+}
+
+func (s *subscription) dequeue(n int) ([]storage.Message, error) {
+	s.b.stats.polls.Add(1)
+	msgs, err := s.queue.Dequeue(s.pollCtx, n, s.cfg.visibility)
+	if err == nil && len(msgs) == 0 {
+		s.b.stats.emptyPolls.Add(1)
+	}
+	return msgs, err
+}
+
+// recreateQueue creates the subscription's queue again after someone
+// deleted it.
+func (s *subscription) recreateQueue() {
+	ctx, cancel := context.WithTimeout(s.pollCtx, requestTimeout)
+	defer cancel()
+	if err := s.queue.Create(ctx, queueMetadata(s.topic, s.group)); err != nil {
+		s.pollErrors.errorf("azqueue: recreate queue %q: %v", s.queue.Name(), err)
+	}
+}
+
+// handBack makes messages fetched after Unsubscribe visible again at once,
+// rather than leaving them invisible for the visibility timeout.
+func (s *subscription) handBack(msgs []storage.Message) {
+	var wg sync.WaitGroup
+	for _, m := range msgs {
+		wg.Add(1)
+		go func(m storage.Message) {
+			defer wg.Done()
+			if err := newLease(s.queue, m, s.cfg.visibility, &s.b.stats).release(0, ""); err != nil {
+				logger.Warnf("azqueue: hand back message %s to queue %q: %v", m.ID, s.queue.Name(), err)
+			}
+		}(m)
+	}
+	wg.Wait()
+}
+
+// process handles one leased message: poison it if it has been delivered
+// too often or cannot be read, else run the handler while renewing the
+// lease, then ack (AutoAck) or schedule a retry.
+func (s *subscription) process(m storage.Message) {
+	defer s.running.Done()
+	defer s.unreserve(1)
+
+	l := newLease(s.queue, m, s.cfg.visibility, &s.b.stats)
+	d, err := decodeMessage(m.Text, s.base64)
+	if err != nil {
+		s.poisonMessage(l, m, err.Error())
+		return
+	}
+	if m.DequeueCount > int64(s.cfg.maxDequeue) {
+		last := d.LastError
+		if d.foreign {
+			last = s.lastErrors.get(m.ID)
+		}
+		if last == "" {
+			last = "unknown"
+		}
+		s.poisonMessage(l, m, fmt.Sprintf("delivered %d times, more than MaxDequeueCount %d; last error: %s", m.DequeueCount, s.cfg.maxDequeue, last))
+		return
+	}
+
+	ev := &event{topic: s.topic, message: s.messageFor(d, m), lease: l, dequeueCount: m.DequeueCount, stats: &s.b.stats}
+	l.startRenewing()
+	err = s.invoke(ev)
+	l.stopRenewing()
+
+	if err != nil {
+		s.retry(l, d, m, err)
+		return
+	}
+	if s.opts.AutoAck {
+		if err := ev.Ack(); err != nil && !errors.Is(err, ErrSettled) {
+			logger.Errorf("azqueue: topic %q: message %s was handled but not deleted, it will be delivered again: %v", s.topic, m.ID, err)
+		}
+	}
+}
+
+// invoke runs the handler, turning a panic into an error.
+func (s *subscription) invoke(ev *event) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("handler panicked: %v", r)
+		}
+	}()
+	s.b.stats.delivered.Add(1)
+	return s.handler(ev)
+}
+
+// messageFor builds the go-micro message a handler sees: the envelope's
+// headers and body (or a foreign text with RawContentType), plus the
+// Azqueue-* headers describing the delivery.
+func (s *subscription) messageFor(d decoded, m storage.Message) *broker.Message {
+	headers := make(map[string]string, len(d.Headers)+5)
+	for k, v := range d.Headers {
+		headers[k] = v
+	}
+	if d.foreign {
+		headers[headerContentType] = s.cfg.rawContentType
+	}
+	headers[HeaderMessageID] = m.ID
+	headers[HeaderDequeueCount] = strconv.FormatInt(m.DequeueCount, 10)
+	headers[HeaderInsertionTime] = m.InsertionTime.UTC().Format(time.RFC3339Nano)
+	headers[HeaderQueue] = s.queue.Name()
+	return &broker.Message{Header: headers, Body: d.Body}
+}
+
+// retry gives a failed message back to the queue after an exponential,
+// jittered delay, recording the error in the envelope (or, for a foreign
+// text, in memory) for the poison queue's sake. A handler that settled the
+// message itself is left alone.
+func (s *subscription) retry(l *lease, d decoded, m storage.Message, cause error) {
+	s.b.stats.errors.Add(1)
+	delay := retryDelay(m.DequeueCount, s.cfg.retryMin, s.cfg.retryMax)
+	reason := cause.Error()
+	if d.foreign {
+		s.lastErrors.put(m.ID, reason)
+	}
+	err := l.release(delay, d.withLastError(reason))
+	switch {
+	case errors.Is(err, ErrSettled):
+		return
+	case err != nil:
+		logger.Errorf("azqueue: topic %q: handler failed on message %s (delivery %d of %d) and the retry could not be scheduled, it will be delivered again when its lease ends: %v; handler error: %v",
+			s.topic, m.ID, m.DequeueCount, s.cfg.maxDequeue, err, cause)
+	default:
+		s.b.stats.retried.Add(1)
+		logger.Warnf("azqueue: topic %q: handler failed on message %s (delivery %d of %d), retrying in %s: %v",
+			s.topic, m.ID, m.DequeueCount, s.cfg.maxDequeue, delay.Round(time.Millisecond), cause)
+	}
+}
+
+// poisonMessage moves a message to the poison queue: copy first, then
+// delete, so a crash in between duplicates it rather than losing it. If the
+// copy fails, the message is left to be tried again after a delay.
+func (s *subscription) poisonMessage(l *lease, m storage.Message, reason string) {
+	if err := s.poison.put(m, s.topic, s.group, reason); err != nil {
+		s.b.stats.errors.Add(1)
+		logger.Errorf("azqueue: topic %q: message %s should move to poison queue %q (%s) but could not: %v",
+			s.topic, m.ID, s.poison.queue.Name(), reason, err)
+		_ = l.release(retryDelay(m.DequeueCount, s.cfg.retryMin, s.cfg.retryMax), "")
+		return
+	}
+	s.b.stats.poisoned.Add(1)
+	logger.Errorf("azqueue: topic %q: moved message %s to poison queue %q: %s", s.topic, m.ID, s.poison.queue.Name(), reason)
+	if err := l.remove(); err != nil {
+		logger.Warnf("azqueue: topic %q: message %s is in poison queue %q but could not be deleted from %q (it may appear there twice): %v",
+			s.topic, m.ID, s.poison.queue.Name(), s.queue.Name(), err)
+	}
+}
+
+// waitTimeout waits for wg up to d, reporting whether it finished.
+func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-done:
+		return true
+	case <-timer.C:
+		return false
+	}
+}

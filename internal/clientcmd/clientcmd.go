@@ -1,0 +1,118 @@
+// Package clientcmd is what the client binaries share: the go-micro
+// service they run as, the flags every client takes, and turning
+// go-micro's errors into messages for people (see Describe).
+package clientcmd
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/micro/cli/v2"
+	"github.com/micro/go-micro/v2"
+	grpcclient "github.com/micro/go-micro/v2/client/grpc"
+	"github.com/micro/go-micro/v2/config/cmd"
+	"github.com/micro/go-micro/v2/registry"
+	etcdregistry "github.com/micro/go-micro/v2/registry/etcd"
+	"github.com/micro/go-plugins/registry/etcd/v2"
+	"go.uber.org/zap"
+
+	"github.com/poc-go-micro/poc-go-micro/internal/microcli"
+)
+
+const (
+	// DefaultService is the name of the server the clients call unless
+	// --service says otherwise.
+	DefaultService = "poc.example"
+
+	// DefaultTimeout bounds each operation of a client unless --timeout
+	// says otherwise.
+	DefaultTimeout = 10 * time.Second
+)
+
+// Settings holds the command-line settings the client binaries share.
+// Declare the flags that fill it with ServiceFlag and TimeoutFlag, then
+// call Init.
+type Settings struct {
+	// Service is the registered name of the server to call.
+	Service string
+	// Timeout bounds each operation: a unary call, a whole stream, or a
+	// publish, registry look-up included.
+	Timeout time.Duration
+}
+
+// ServiceFlag returns the --service flag (env POC_SERVICE), stored in
+// s.Service.
+func (s *Settings) ServiceFlag() cli.Flag {
+	return &cli.StringFlag{
+		Name:        "service",
+		EnvVars:     []string{"POC_SERVICE"},
+		Value:       DefaultService,
+		Usage:       "registered name of the server to call (the server's --server_name)",
+		Destination: &s.Service,
+	}
+}
+
+// TimeoutFlag returns the --timeout flag (env POC_TIMEOUT), stored in
+// s.Timeout.
+func (s *Settings) TimeoutFlag() cli.Flag {
+	return &cli.DurationFlag{
+		Name:        "timeout",
+		EnvVars:     []string{"POC_TIMEOUT"},
+		Value:       DefaultTimeout,
+		Usage:       "bound on each operation (a call, a whole stream or a publish), registry look-up included",
+		Destination: &s.Timeout,
+	}
+}
+
+// NewService returns the go-micro service a client binary runs as, named
+// name, described in --help by description, and taking flags besides
+// go-micro's own. Its client speaks gRPC and its registry is etcd, both
+// changeable with go-micro's flags and environment (--registry,
+// --registry_address, MICRO_REGISTRY, ...). opts, such as micro.Broker,
+// apply right after the client is set, so that the registry reaches
+// whatever they set up.
+func NewService(name, description string, flags []cli.Flag, opts ...micro.Option) micro.Service {
+	// The client goes first: later options configure the client that
+	// exists when they run.
+	all := append([]micro.Option{micro.Client(grpcclient.NewClient())}, opts...)
+	all = append(all,
+		micro.Name(name),
+		micro.Registry(etcd.NewRegistry(etcdregistry.LogConfig(quietEtcdLog()))),
+		// A command line of our own, for the description; it must precede
+		// Flags, which adds to it.
+		micro.Cmd(cmd.NewCmd(cmd.Description(description))),
+		micro.Flags(flags...),
+	)
+	return micro.NewService(all...)
+}
+
+// Init parses the command line of service (see microcli.Init), checks s,
+// and bounds the registry look-ups of service by s.Timeout: without that,
+// an unreachable etcd holds every call for the registry's own 5 s, however
+// short the --timeout. check, if not nil, validates the binary's own
+// flags. Init reports whether the program should go on; false means help
+// was printed and the program should exit with status 0.
+func (s *Settings) Init(service micro.Service, check func() error) bool {
+	return microcli.Init(service, func(*cli.Context) error {
+		if s.Timeout <= 0 {
+			return fmt.Errorf("--timeout must be positive, got %s", s.Timeout)
+		}
+		if err := service.Options().Registry.Init(registry.Timeout(s.Timeout)); err != nil {
+			return fmt.Errorf("bound registry look-ups by --timeout: %w", err)
+		}
+		if check != nil {
+			return check()
+		}
+		return nil
+	})
+}
+
+// quietEtcdLog is the etcd client's log configuration for the clients:
+// errors only. At its default level the client writes a JSON warning to
+// stderr for every failed attempt to reach etcd, burying the one-line
+// error the user needs.
+func quietEtcdLog() *zap.Config {
+	c := zap.NewProductionConfig()
+	c.Level = zap.NewAtomicLevelAt(zap.ErrorLevel)
+	return &c
+}
