@@ -8,6 +8,19 @@ BINARIES := server client-pingpong client-stream client-azqueue-pub
 TOOLS    := $(CURDIR)/bin/tools
 GO       ?= go
 
+# The version stamped into the binaries (--version, the server's
+# registration) and the images' tags: `git describe` of the work tree.
+VERSION  ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X github.com/poc-go-micro/poc-go-micro/internal/version.Version=$(VERSION)
+
+# Docker: images are $(IMAGE)/<binary>:<version> and :latest. COMPOSE is
+# Debian's docker-compose (make deps); with Docker's plugin, use
+# COMPOSE="docker compose". BuildKit is needed for the Dockerfile's cache
+# mounts.
+IMAGE    := poc-go-micro
+COMPOSE  ?= docker-compose
+BUILDKIT := DOCKER_BUILDKIT=1 COMPOSE_DOCKER_CLI_BUILD=1
+
 # The binaries run by the run-* targets use the local environment of
 # `make up`: etcd on 127.0.0.1:2379 (their default registry) and Azurite on
 # 127.0.0.1:10001. Variables already set in the environment win.
@@ -18,13 +31,13 @@ help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-24s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: deps
-deps: ## Install etcd, protoc, docker-compose (apt), Azurite (npm) and the Go generators, when missing.
+deps: ## Install etcd, protoc, docker-compose (apt), Azurite and dockerfilelint (npm) and the Go generators, when missing.
 	@scripts/install-deps.sh
 
 .PHONY: build
 build: ## Build every binary into bin/.
 	@mkdir -p $(BIN)
-	$(GO) build -o $(BIN)/ $(addprefix ./,$(BINARIES))
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./,$(BINARIES))
 
 .PHONY: proto
 proto: deps ## Regenerate proto/example/*.pb.go and *.pb.micro.go with the pinned protoc plugins.
@@ -69,6 +82,27 @@ run-client-azqueue-pub: build up ## Publish an event every second until Ctrl-C.
 demo: build up ## Run the whole demo: server, the three clients, events received; then stop the server.
 	@scripts/demo.sh
 
+.PHONY: docker-build
+docker-build: ## Build the container image of every binary: poc-go-micro/<binary>:<version> and :latest (needs Docker).
+	@for binary in $(BINARIES); do \
+		echo "== $(IMAGE)/$$binary:$(VERSION)"; \
+		$(BUILDKIT) docker build --target "$$binary" --build-arg VERSION=$(VERSION) \
+			-t $(IMAGE)/$$binary:$(VERSION) -t $(IMAGE)/$$binary:latest . || exit 1; \
+	done
+
+.PHONY: compose-up
+compose-up: ## Run the whole demo in Docker: docker-compose up --build (Ctrl-C stops it).
+	VERSION=$(VERSION) $(BUILDKIT) $(COMPOSE) up --build
+
+.PHONY: compose-down
+compose-down: ## Stop and remove the Docker demo: containers, network and volumes.
+	$(COMPOSE) down --volumes --remove-orphans
+
+.PHONY: docker-check
+docker-check: deps ## Validate docker-compose.yml (docker-compose config -q) and lint the Dockerfile; no Docker engine needed.
+	$(COMPOSE) config -q
+	tools/node_modules/.bin/dockerfilelint -c tools Dockerfile
+
 .PHONY: lint
 lint: ## Check formatting (gofmt) and run go vet.
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
@@ -76,8 +110,12 @@ lint: ## Check formatting (gofmt) and run go vet.
 	$(GO) vet ./...
 
 .PHONY: test
-test: deps lint proto-check ## Run every test (unit and end-to-end on real etcd and Azurite) with -race.
+test: deps lint proto-check docker-check ## Run every test (unit and end-to-end on real etcd and Azurite) with -race.
 	$(GO) test -race -count=1 -timeout 20m ./...
+
+.PHONY: bench
+bench: deps ## Benchmark every path against plain grpc-go and the raw Azure SDK (own etcd + Azurite, ~8 min); writes BENCHMARKS.md.
+	@scripts/bench.sh
 
 .PHONY: clean
 clean: ## Remove bin/ (the local environment's data stays in .data/ until `make down` and rm).

@@ -10,7 +10,8 @@
 //	total: 3 events published to "example.events" (broker azqueue)
 //
 // A failed publish is one line on stderr and exit status 1: no event is
-// dropped silently.
+// dropped silently. With --wait it first connects the broker, retrying
+// for up to that long while the queue service is not reachable yet.
 package main
 
 import (
@@ -41,10 +42,11 @@ var (
 
 var flags = []cli.Flag{
 	settings.TimeoutFlag(),
+	settings.WaitFlag("the broker to connect (the queue service to answer)"),
 	&cli.StringFlag{
 		Name:        "topic",
 		EnvVars:     []string{"POC_TOPIC"},
-		Value:       "example.events",
+		Value:       example.EventsTopic,
 		Usage:       "topic to publish to (the server's --topic)",
 		Destination: &topic,
 	},
@@ -88,6 +90,12 @@ func main() {
 		return
 	}
 
+	// go-micro connects the broker on the first publish; with --wait,
+	// connect it first, retrying while its backend is not up yet. A signal
+	// during the wait ends the program normally, with nothing published.
+	if err := settings.WaitForBroker(ctx, service.Client().Options().Broker, errLog.Printf); err != nil && ctx.Err() == nil {
+		errLog.Fatal(err)
+	}
 	published, err := publishEvents(ctx, micro.NewEvent(topic, service.Client()))
 	fmt.Printf("total: %d events published to %q (broker %s)\n", published, topic, service.Options().Broker.String())
 	if err != nil {

@@ -9,7 +9,9 @@
 //	...
 //	pingpong: 10/10 strokes echoed, mean rtt 380µs
 //
-// Any failure is one line on stderr and exit status 1.
+// Any failure is one line on stderr and exit status 1. With --wait it
+// first waits up to that long for the server to register, saying so on
+// stderr, instead of failing at once.
 package main
 
 import (
@@ -33,6 +35,7 @@ var (
 var flags = []cli.Flag{
 	settings.ServiceFlag(),
 	settings.TimeoutFlag(),
+	settings.WaitFlag("the server to register"),
 	&cli.StringFlag{
 		Name:        "name",
 		EnvVars:     []string{"POC_NAME"},
@@ -56,6 +59,11 @@ func main() {
 	service := clientcmd.NewService("poc.client-pingpong", "calls Example.Call once, then plays lock-step Example.PingPong rounds", flags)
 	if !settings.Init(service, checkFlags) {
 		return
+	}
+	// A client started together with its server, as docker-compose
+	// starts them, waits for it with --wait instead of failing.
+	if err := settings.WaitForService(context.Background(), service.Options().Registry, errLog.Printf); err != nil {
+		errLog.Fatal(clientcmd.Describe(err))
 	}
 	client := example.NewExampleService(settings.Service, service.Client())
 

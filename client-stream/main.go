@@ -10,7 +10,8 @@
 //	stream: received 10/10 in 3.2ms; duplex: 100/100 strokes in order in 12ms
 //
 // Any failure, a mismatch included, is one line on stderr and exit status
-// 1.
+// 1. With --wait it first waits up to that long for the server to
+// register, saying so on stderr, instead of failing at once.
 package main
 
 import (
@@ -37,6 +38,7 @@ var (
 var flags = []cli.Flag{
 	settings.ServiceFlag(),
 	settings.TimeoutFlag(),
+	settings.WaitFlag("the server to register"),
 	&cli.Int64Flag{
 		Name:        "count",
 		EnvVars:     []string{"POC_COUNT"},
@@ -66,6 +68,11 @@ func main() {
 	service := clientcmd.NewService("poc.client-stream", "reads an Example.Stream server stream and, with --duplex, runs Example.PingPong full duplex", flags)
 	if !settings.Init(service, checkFlags) {
 		return
+	}
+	// A client started together with its server, as docker-compose
+	// starts them, waits for it with --wait instead of failing.
+	if err := settings.WaitForService(context.Background(), service.Options().Registry, errLog.Printf); err != nil {
+		errLog.Fatal(clientcmd.Describe(err))
 	}
 	client := example.NewExampleService(settings.Service, service.Client())
 

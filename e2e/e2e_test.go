@@ -245,10 +245,10 @@ func TestEveryBinaryHasHelpAndRejectsBadFlags(t *testing.T) {
 		binary string
 		flags  []string // own flags --help must list
 	}{
-		{"server", []string{"--topic", "--stream_max_count", "--subscriber_queue", "--shutdown_timeout", "--registry", "--broker", "--server_name"}},
-		{"client-pingpong", []string{"--service", "--timeout", "--name", "--rounds", "--registry_address"}},
-		{"client-stream", []string{"--service", "--timeout", "--count", "--duplex", "--strokes"}},
-		{"client-azqueue-pub", []string{"--topic", "--say", "--interval", "--count", "--timeout", "--broker"}},
+		{"server", []string{"--topic", "--stream_max_count", "--subscriber_queue", "--shutdown_timeout", "--registry", "--broker", "--server_name", "--server_advertise", "--version"}},
+		{"client-pingpong", []string{"--service", "--timeout", "--wait", "--name", "--rounds", "--registry_address", "--version"}},
+		{"client-stream", []string{"--service", "--timeout", "--wait", "--count", "--duplex", "--strokes", "--version"}},
+		{"client-azqueue-pub", []string{"--topic", "--say", "--interval", "--count", "--timeout", "--wait", "--broker", "--version"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.binary, func(t *testing.T) {

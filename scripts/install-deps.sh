@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # install-deps.sh installs what the project needs besides Go, Node and make:
-# etcd and etcdctl, protoc, docker-compose (Debian packages), Azurite (npm,
-# pinned in tools/package-lock.json) and the Go code generators (pinned in
-# tools/go.mod, installed into bin/tools). Safe to re-run: steps already done
-# are skipped, so it is fast when everything is present.
+# etcd and etcdctl, protoc, docker-compose (Debian packages), Azurite and
+# dockerfilelint (npm, pinned in tools/package-lock.json) and the Go code
+# generators (pinned in tools/go.mod, installed into bin/tools). Safe to
+# re-run: steps already done are skipped, so it is fast when everything is
+# present.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -69,13 +70,15 @@ else
 	stop_packaged_etcd "$etcd_before"
 fi
 
-# 2. Azurite, from npm. npm ci writes node_modules/.package-lock.json last, so
-# it serves as the install marker: reinstall when the lock file is newer.
+# 2. Azurite and dockerfilelint, from npm. npm ci writes
+# node_modules/.package-lock.json last, so it serves as the install marker:
+# reinstall when the lock file is newer.
 npm_marker=tools/node_modules/.package-lock.json
-if [[ -x tools/node_modules/.bin/azurite-queue && -f $npm_marker && ! tools/package-lock.json -nt $npm_marker ]]; then
-	echo "deps: azurite up to date"
+if [[ -x tools/node_modules/.bin/azurite-queue && -x tools/node_modules/.bin/dockerfilelint &&
+	-f $npm_marker && ! tools/package-lock.json -nt $npm_marker ]]; then
+	echo "deps: azurite, dockerfilelint up to date"
 else
-	echo "deps: installing azurite (npm ci in tools/)"
+	echo "deps: installing azurite, dockerfilelint (npm ci in tools/)"
 	(cd tools && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
@@ -90,4 +93,18 @@ else
 	mkdir -p bin/tools
 	(cd tools && GOBIN="$root/bin/tools" go install github.com/golang/protobuf/protoc-gen-go github.com/micro/micro/v2/cmd/protoc-gen-micro)
 	touch "$go_marker"
+fi
+
+# 4. benchstat, which `make bench` uses, from a module of its own: every
+# golang.org/x/perf version requires a golang/protobuf newer than the
+# generators' pin, so it cannot share tools/go.mod.
+benchstat_marker=bin/tools/.benchstat-installed
+if [[ -x bin/tools/benchstat && -f $benchstat_marker &&
+	! tools/benchstat/go.mod -nt $benchstat_marker && ! tools/benchstat/go.sum -nt $benchstat_marker ]]; then
+	echo "deps: benchstat up to date"
+else
+	echo "deps: installing benchstat into bin/tools"
+	mkdir -p bin/tools
+	(cd tools/benchstat && GOBIN="$root/bin/tools" go install golang.org/x/perf/cmd/benchstat)
+	touch "$benchstat_marker"
 fi

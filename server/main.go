@@ -30,6 +30,7 @@ import (
 
 	"github.com/poc-go-micro/poc-go-micro/broker/azqueue"
 	"github.com/poc-go-micro/poc-go-micro/internal/microcli"
+	"github.com/poc-go-micro/poc-go-micro/internal/version"
 	"github.com/poc-go-micro/poc-go-micro/proto/example"
 	"github.com/poc-go-micro/poc-go-micro/server/handler"
 	"github.com/poc-go-micro/poc-go-micro/server/subscriber"
@@ -48,7 +49,7 @@ var flags = []cli.Flag{
 	&cli.StringFlag{
 		Name:        "topic",
 		EnvVars:     []string{"POC_TOPIC"},
-		Value:       "example.events",
+		Value:       example.EventsTopic,
 		Usage:       "topic whose example.Message events the server subscribes to and logs",
 		Destination: &topic,
 	},
@@ -90,19 +91,24 @@ func main() {
 		// and client that exist when they run.
 		micro.Server(grpcserver.NewServer()),
 		micro.Client(grpcclient.NewClient()),
-		micro.Name("poc.example"),
+		micro.Name(example.ServiceName),
+		micro.Version(version.Version),
 		micro.Broker(azqueue.NewBroker()),
 		micro.Registry(etcd.NewRegistry()),
 		micro.Context(stopping),
 		micro.HandleSignal(false),
 		// A command line of our own, for the description in --help; it
 		// must precede Flags, which adds to it.
-		micro.Cmd(cmd.NewCmd(cmd.Description("the Example service: Call, Stream and PingPong RPCs, and a subscriber logging --topic's events"))),
+		micro.Cmd(cmd.NewCmd(
+			cmd.Description("the Example service: Call, Stream and PingPong RPCs, and a subscriber logging --topic's events"),
+			cmd.Version(version.Version),
+		)),
 		micro.Flags(flags...),
 	)
 	if !microcli.Init(service, checkFlags) {
 		return
 	}
+	logger.Infof("%s version %s", service.Server().Options().Name, version.Version)
 
 	// Register after Init: go-micro's --server flag may have replaced the
 	// server, and the topic is a flag.

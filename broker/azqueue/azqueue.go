@@ -64,15 +64,20 @@ func NewBroker(opts ...broker.Option) broker.Broker {
 	return b
 }
 
-// Init applies options and checks the broker-wide tunables.
+// Init applies options and checks the broker-wide tunables; when they are
+// out of range it returns the error and leaves the options as they were.
 func (b *Broker) Init(opts ...broker.Option) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	next := b.opts
 	for _, o := range opts {
-		o(&b.opts)
+		o(&next)
 	}
-	_, err := resolveBroker(b.opts.Context)
-	return err
+	if _, err := resolveBroker(next.Context); err != nil {
+		return err
+	}
+	b.opts = next
+	return nil
 }
 
 // Options returns the broker's options.

@@ -7,8 +7,10 @@ import (
 )
 
 // backoff produces randomized exponential pauses between min and max: each
-// pause is drawn from [d/2, d] where d doubles from min up to max, so that
-// many idle pollers spread out instead of hitting the service in step.
+// pause is drawn from [0.9d, d] (and never below min), where d doubles from
+// min up to max, so that idle pollers drift apart instead of hitting the
+// service in step. The narrow band keeps the idle cost predictable: at the
+// default max of 10s a subscription polls at most 60/9 = 6.7 times a minute.
 type backoff struct {
 	min, max time.Duration
 	next     time.Duration
@@ -27,7 +29,11 @@ func (b *backoff) pause() time.Duration {
 			b.next = b.max
 		}
 	}
-	return jitter(d)
+	lo := d - d/10
+	if lo < b.min {
+		lo = b.min
+	}
+	return jitterBetween(lo, d)
 }
 
 // reset starts again from min.
@@ -45,10 +51,11 @@ func retryDelay(dequeueCount int64, min, max time.Duration) time.Duration {
 	if d > max {
 		d = max
 	}
-	if j := jitter(d); j > min {
-		return j
+	lo := d / 2
+	if lo < min {
+		lo = min
 	}
-	return min
+	return jitterBetween(lo, d)
 }
 
 var (
@@ -56,14 +63,13 @@ var (
 	jitterRand = rand.New(rand.NewSource(time.Now().UnixNano()))
 )
 
-// jitter draws a duration from [d/2, d].
-func jitter(d time.Duration) time.Duration {
-	if d <= 1 {
-		return d
+// jitterBetween draws a duration from [lo, hi]; lo >= hi gives hi.
+func jitterBetween(lo, hi time.Duration) time.Duration {
+	if lo >= hi {
+		return hi
 	}
-	half := int64(d / 2)
 	jitterMu.Lock()
-	n := jitterRand.Int63n(half + 1)
+	n := jitterRand.Int63n(int64(hi-lo) + 1)
 	jitterMu.Unlock()
-	return time.Duration(half + n)
+	return lo + time.Duration(n)
 }

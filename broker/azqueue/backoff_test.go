@@ -28,3 +28,28 @@ func TestRetryDelayStaysWithinRetryDelayBounds(t *testing.T) {
 		})
 	}
 }
+
+func TestPollBackoffDoublesWithinItsBand(t *testing.T) {
+	b := newBackoff(100*time.Millisecond, 10*time.Second)
+	bounds := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
+		1600 * time.Millisecond, 3200 * time.Millisecond, 6400 * time.Millisecond, 10 * time.Second, 10 * time.Second}
+	for i, d := range bounds {
+		lo := d - d/10
+		if lo < 100*time.Millisecond {
+			lo = 100 * time.Millisecond
+		}
+		if got := b.pause(); got < lo || got > d {
+			t.Fatalf("pause %d = %s, want within [%s, %s]", i+1, got, lo, d)
+		}
+	}
+	// At the maximum, no pause is below 9s: at most 60/9 polls a minute.
+	for i := 0; i < 1000; i++ {
+		if got := b.pause(); got < 9*time.Second || got > 10*time.Second {
+			t.Fatalf("steady pause = %s, want within [9s, 10s]", got)
+		}
+	}
+	b.reset()
+	if got := b.pause(); got != 100*time.Millisecond {
+		t.Fatalf("pause after reset = %s, want the minimum", got)
+	}
+}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/poc-go-micro/poc-go-micro/broker/azqueue/internal/storage"
 )
 
 // subscribeConfig is a subscription's resolved, validated tunables.
@@ -94,6 +96,8 @@ func resolveBroker(ctx context.Context) (brokerConfig, error) {
 func resolvePublish(ctx context.Context) (publishConfig, error) {
 	r := &resolver{ctx: ctx}
 	c := publishConfig{ttl: resolve(r, ttlKnob), delay: resolve(r, delayKnob)}
-	r.check(c.ttl == NeverExpire || c.delay < c.ttl, "Delay %s is not below MessageTTL %s", formatDuration(c.delay), formatDuration(c.ttl))
+	// Compared as sent: in whole seconds, rounded up.
+	r.check(c.ttl == NeverExpire || storage.WholeSeconds(c.delay) < storage.WholeSeconds(c.ttl),
+		"Delay %s is not below MessageTTL %s in whole seconds, the service's unit", formatDuration(c.delay), formatDuration(c.ttl))
 	return c, r.err()
 }

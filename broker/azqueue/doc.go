@@ -120,10 +120,12 @@
 // it and never loses it. Poison records never expire.
 //
 // Polling: immediately again after a full batch; otherwise a randomized
-// exponential pause from the minimum (default 100ms) to the maximum (default
-// 10s) of PollInterval. Transport errors have their own backoff and are
-// logged at most every 30s with a count. A publish from this process to a
-// queue it consumes wakes the poller at once.
+// exponential pause: a bound doubling from the minimum (default 100ms) to
+// the maximum (default 10s) of PollInterval, each pause drawn from 90-100%
+// of it, so an idle subscription at defaults makes at most 60/9 = 6.7
+// requests a minute. Transport errors have their own backoff and are logged
+// at most every 30s with a count. A publish from this process to a queue it
+// consumes wakes the poller at once.
 //
 // Shutdown: Unsubscribe stops polling (an in-flight dequeue gets 2s to finish
 // and its messages are handed straight back), lets running handlers finish
@@ -136,9 +138,20 @@
 // # Publishing
 //
 // MessageTTL (default 7 days; NeverExpire for never) and Delay (initial
-// invisibility, below the TTL) are publish options. The publish context's
-// deadline is honoured (go-micro clients pass it with client.PublishContext);
-// without one, PublishTimeout bounds the call.
+// invisibility, below the TTL) are publish options; the service counts both
+// in whole seconds, and the broker rounds up rather than down. The publish
+// context's deadline is honoured (go-micro clients pass it with
+// client.PublishContext); without one, PublishTimeout bounds the call. A
+// publish that fails after its request reached the service (a deadline
+// passing mid-request, a lost answer retried) may still have enqueued the
+// message: like every at-least-once system, the broker can duplicate but
+// does not lose, and Micro-Id lets handlers spot duplicates.
+//
+// The SDK's retry policy turns a caller's deadline into per-try timeouts cut
+// to whole seconds, so that less than a second left failed every try
+// without sending it; the broker's pipeline hides the deadline from that
+// policy and enforces it itself. A pipeline given through ServiceURL is used
+// as it is, without this correction.
 //
 // # Observability
 //

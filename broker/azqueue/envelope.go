@@ -178,6 +178,23 @@ func (d decoded) withLastError(reason string) string {
 	return text
 }
 
+// publishedText returns text as it was published: an envelope without the
+// lastError field the broker added on failures (json.Marshal sorts the
+// header keys, so re-encoding gives the published bytes back), or a foreign
+// text itself.
+func (d decoded) publishedText(text string) string {
+	if d.foreign || d.LastError == "" {
+		return text
+	}
+	e := d.envelope
+	e.LastError = ""
+	published, err := marshalEnvelope(e, d.base64)
+	if err != nil {
+		return text
+	}
+	return published
+}
+
 // shorten cuts s to at most n bytes on a rune boundary, marking the cut.
 func shorten(s string, n int) string {
 	if len(s) <= n {

@@ -168,9 +168,15 @@ func TestWithLastError(t *testing.T) {
 	if !strings.HasPrefix(again.LastError, "boom: ") || len(again.LastError) > 1100 {
 		t.Errorf("lastError = %d bytes %.20q…, want the shortened reason", len(again.LastError), again.LastError)
 	}
+	if published := again.publishedText(rewritten); published != text {
+		t.Errorf("publishedText = %q, want the text as published %q", published, text)
+	}
 	foreign, _ := decodeMessage("raw", false)
 	if got := foreign.withLastError("boom"); got != "" {
 		t.Errorf("a foreign text was rewritten to %q", got)
+	}
+	if got := foreign.publishedText("raw"); got != "raw" {
+		t.Errorf("a foreign text's published text is %q", got)
 	}
 }
 

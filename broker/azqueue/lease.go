@@ -78,7 +78,11 @@ func (l *lease) renewLoop() {
 		case <-timer.C:
 		}
 		if err := l.renew(); err != nil {
-			if errors.Is(err, ErrLeaseLost) || errors.Is(err, ErrSettled) {
+			if errors.Is(err, ErrSettled) {
+				return
+			}
+			if errors.Is(err, ErrLeaseLost) {
+				logger.Warnf("%v; its handler is still running and the message may be handled twice", err)
 				return
 			}
 			// A passing failure: the next tick, at half of what is left,

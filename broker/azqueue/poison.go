@@ -11,8 +11,10 @@ import (
 )
 
 // PoisonRecord is the text the broker writes to a poison queue: why and
-// where a message was given up on, and its original text, unchanged, so it
-// can be inspected and re-enqueued. When the record would exceed the 64 KiB
+// where a message was given up on, and its original text as published (an
+// envelope without the lastError field the broker adds on failures; a
+// foreign or unreadable text unchanged), so it can be inspected and
+// re-enqueued. When the record would exceed the 64 KiB
 // limit the reason is shortened; if the original alone is at the limit, the
 // poison queue receives the original text itself and the reason is only
 // logged.
@@ -40,7 +42,7 @@ type poisonQueue struct {
 
 // put writes the poison record of m. Poison messages never expire: giving
 // up on a message must not become losing it a week later.
-func (p *poisonQueue) put(m storage.Message, topic, group, reason string) error {
+func (p *poisonQueue) put(m storage.Message, original, topic, group, reason string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	if err := p.ensure(ctx); err != nil {
@@ -49,7 +51,7 @@ func (p *poisonQueue) put(m storage.Message, topic, group, reason string) error 
 	text := poisonText(PoisonRecord{
 		Version: 1, Reason: reason, Topic: topic, Group: group, Queue: p.source,
 		MessageID: m.ID, DequeueCount: m.DequeueCount, InsertionTime: m.InsertionTime,
-		PoisonedAt: time.Now().UTC(), Original: m.Text,
+		PoisonedAt: time.Now().UTC(), Original: original,
 	})
 	err := p.queue.Enqueue(ctx, text, 0, NeverExpire)
 	if storage.IsQueueNotFound(err) {

@@ -281,7 +281,7 @@ func (s *subscription) process(m storage.Message) {
 	l := newLease(s.queue, m, s.cfg.visibility, &s.b.stats)
 	d, err := decodeMessage(m.Text, s.base64)
 	if err != nil {
-		s.poisonMessage(l, m, err.Error())
+		s.poisonMessage(l, m, m.Text, err.Error())
 		return
 	}
 	if m.DequeueCount > int64(s.cfg.maxDequeue) {
@@ -292,7 +292,7 @@ func (s *subscription) process(m storage.Message) {
 		if last == "" {
 			last = "unknown"
 		}
-		s.poisonMessage(l, m, fmt.Sprintf("delivered %d times, more than MaxDequeueCount %d; last error: %s", m.DequeueCount, s.cfg.maxDequeue, last))
+		s.poisonMessage(l, m, d.publishedText(m.Text), fmt.Sprintf("delivered %d times, more than MaxDequeueCount %d; last error: %s", m.DequeueCount, s.cfg.maxDequeue, last))
 		return
 	}
 
@@ -369,8 +369,8 @@ func (s *subscription) retry(l *lease, d decoded, m storage.Message, cause error
 // poisonMessage moves a message to the poison queue: copy first, then
 // delete, so a crash in between duplicates it rather than losing it. If the
 // copy fails, the message is left to be tried again after a delay.
-func (s *subscription) poisonMessage(l *lease, m storage.Message, reason string) {
-	if err := s.poison.put(m, s.topic, s.group, reason); err != nil {
+func (s *subscription) poisonMessage(l *lease, m storage.Message, original, reason string) {
+	if err := s.poison.put(m, original, s.topic, s.group, reason); err != nil {
 		s.b.stats.errors.Add(1)
 		logger.Errorf("azqueue: topic %q: message %s should move to poison queue %q (%s) but could not: %v",
 			s.topic, m.ID, s.poison.queue.Name(), reason, err)

@@ -17,12 +17,14 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/poc-go-micro/poc-go-micro/internal/microcli"
+	"github.com/poc-go-micro/poc-go-micro/internal/version"
+	"github.com/poc-go-micro/poc-go-micro/proto/example"
 )
 
 const (
 	// DefaultService is the name of the server the clients call unless
 	// --service says otherwise.
-	DefaultService = "poc.example"
+	DefaultService = example.ServiceName
 
 	// DefaultTimeout bounds each operation of a client unless --timeout
 	// says otherwise.
@@ -30,14 +32,18 @@ const (
 )
 
 // Settings holds the command-line settings the client binaries share.
-// Declare the flags that fill it with ServiceFlag and TimeoutFlag, then
-// call Init.
+// Declare the flags that fill it with ServiceFlag, TimeoutFlag and
+// WaitFlag, then call Init.
 type Settings struct {
 	// Service is the registered name of the server to call.
 	Service string
 	// Timeout bounds each operation: a unary call, a whole stream, or a
 	// publish, registry look-up included.
 	Timeout time.Duration
+	// Wait bounds how long a client waits, before its first operation,
+	// for the server to register (WaitForService) or the broker to
+	// connect (WaitForBroker); 0 does not wait.
+	Wait time.Duration
 }
 
 // ServiceFlag returns the --service flag (env POC_SERVICE), stored in
@@ -64,6 +70,19 @@ func (s *Settings) TimeoutFlag() cli.Flag {
 	}
 }
 
+// WaitFlag returns the --wait flag (env POC_WAIT), stored in s.Wait;
+// forWhat says in --help what the client waits for, e.g. "the server to
+// register".
+func (s *Settings) WaitFlag(forWhat string) cli.Flag {
+	return &cli.DurationFlag{
+		Name:        "wait",
+		EnvVars:     []string{"POC_WAIT"},
+		Value:       DefaultWait,
+		Usage:       "before the first operation, wait up to this long for " + forWhat + ", retrying with backoff; 0 fails at once",
+		Destination: &s.Wait,
+	}
+}
+
 // NewService returns the go-micro service a client binary runs as, named
 // name, described in --help by description, and taking flags besides
 // go-micro's own. Its client speaks gRPC and its registry is etcd, both
@@ -80,7 +99,7 @@ func NewService(name, description string, flags []cli.Flag, opts ...micro.Option
 		micro.Registry(etcd.NewRegistry(etcdregistry.LogConfig(quietEtcdLog()))),
 		// A command line of our own, for the description; it must precede
 		// Flags, which adds to it.
-		micro.Cmd(cmd.NewCmd(cmd.Description(description))),
+		micro.Cmd(cmd.NewCmd(cmd.Description(description), cmd.Version(version.Version))),
 		micro.Flags(flags...),
 	)
 	return micro.NewService(all...)
@@ -96,6 +115,9 @@ func (s *Settings) Init(service micro.Service, check func() error) bool {
 	return microcli.Init(service, func(*cli.Context) error {
 		if s.Timeout <= 0 {
 			return fmt.Errorf("--timeout must be positive, got %s", s.Timeout)
+		}
+		if s.Wait < 0 {
+			return fmt.Errorf("--wait must not be negative, got %s", s.Wait)
 		}
 		if err := service.Options().Registry.Init(registry.Timeout(s.Timeout)); err != nil {
 			return fmt.Errorf("bound registry look-ups by --timeout: %w", err)

@@ -39,6 +39,7 @@ func NewPipeline(c PipelineConfig) pipeline.Pipeline {
 	factories := []pipeline.Factory{
 		azqueue.NewTelemetryPolicyFactory(azqueue.TelemetryOptions{Value: "poc-go-micro-azqueue"}),
 		azqueue.NewUniqueRequestIDPolicyFactory(),
+		keepDeadline(),
 		azqueue.NewRetryPolicyFactory(c.Retry),
 	}
 	factories = append(factories, c.Policies...)
@@ -66,6 +67,39 @@ func NewHTTPClient() *http.Client {
 			ExpectContinueTimeout: time.Second,
 		},
 	}
+}
+
+// keepDeadline hides the caller's deadline from the SDK's retry policy, which
+// cuts the time left to whole seconds and uses that as each try's timeout:
+// with 1.9s left a try got 1s, and with less than 1s left every try failed at
+// once without reaching the service (a 1s ConnectTimeout could never
+// connect). Tries then get the retry policy's TryTimeout, and the request
+// still ends at the caller's deadline, whose error is returned.
+func keepDeadline() pipeline.Factory {
+	return pipeline.FactoryFunc(func(next pipeline.Policy, _ *pipeline.PolicyOptions) pipeline.PolicyFunc {
+		return func(ctx context.Context, request pipeline.Request) (pipeline.Response, error) {
+			if _, ok := ctx.Deadline(); !ok {
+				return next.Do(ctx, request)
+			}
+			// Not sent at all once the deadline has passed (inner would only
+			// learn of it after the request had gone out).
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			// inner ends when ctx does; a response body may be read until then.
+			inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
+			stop := context.AfterFunc(ctx, cancel)
+			response, err := next.Do(inner, request)
+			if err != nil {
+				stop()
+				cancel()
+				if ctx.Err() != nil {
+					return nil, ctx.Err()
+				}
+			}
+			return response, err
+		}
+	})
 }
 
 func httpSender(client *http.Client) pipeline.Factory {
@@ -144,12 +178,12 @@ func (q sdkQueue) Create(ctx context.Context, metadata map[string]string) error 
 }
 
 func (q sdkQueue) Enqueue(ctx context.Context, text string, delay, ttl time.Duration) error {
-	_, err := q.messages.Enqueue(ctx, text, wholeSeconds(delay), wholeSeconds(ttl))
+	_, err := q.messages.Enqueue(ctx, text, WholeSeconds(delay), WholeSeconds(ttl))
 	return convert("enqueue to", q.name, err)
 }
 
 func (q sdkQueue) Dequeue(ctx context.Context, max int, visibility time.Duration) ([]Message, error) {
-	resp, err := q.messages.Dequeue(ctx, int32(max), wholeSeconds(visibility))
+	resp, err := q.messages.Dequeue(ctx, int32(max), WholeSeconds(visibility))
 	if err != nil {
 		return nil, convert("dequeue from", q.name, err)
 	}
@@ -169,7 +203,7 @@ func (q sdkQueue) Dequeue(ctx context.Context, max int, visibility time.Duration
 }
 
 func (q sdkQueue) Update(ctx context.Context, id, popReceipt, text string, visibility time.Duration) (Lease, error) {
-	resp, err := q.messages.NewMessageIDURL(azqueue.MessageID(id)).Update(ctx, azqueue.PopReceipt(popReceipt), wholeSeconds(visibility), text)
+	resp, err := q.messages.NewMessageIDURL(azqueue.MessageID(id)).Update(ctx, azqueue.PopReceipt(popReceipt), WholeSeconds(visibility), text)
 	if err != nil {
 		return Lease{}, convert("update message in", q.name, err)
 	}
@@ -181,11 +215,12 @@ func (q sdkQueue) Delete(ctx context.Context, id, popReceipt string) error {
 	return convert("delete message from", q.name, err)
 }
 
-// wholeSeconds rounds a positive duration up to whole seconds, the unit of
-// the service's visibility timeouts and time to live. The SDK truncates
-// instead, which would make a 1.5s delay 1s and a 0.9s one 0: earlier than
-// asked. Zero and negative values (NeverExpire) pass unchanged.
-func wholeSeconds(d time.Duration) time.Duration {
+// WholeSeconds rounds a positive duration up to whole seconds, the unit of
+// the service's visibility timeouts and time to live, as the queues send it.
+// The SDK truncates instead, which would make a 1.5s delay 1s and a 0.9s one
+// 0: earlier than asked. Zero and negative values (NeverExpire) pass
+// unchanged.
+func WholeSeconds(d time.Duration) time.Duration {
 	if d <= 0 {
 		return d
 	}
