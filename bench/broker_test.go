@@ -1,0 +1,718 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	sdk "github.com/Azure/azure-storage-queue-go/azqueue"
+	"github.com/micro/go-micro/v2"
+	"github.com/micro/go-micro/v2/broker"
+	"github.com/micro/go-micro/v2/client"
+	grpcclient "github.com/micro/go-micro/v2/client/grpc"
+	"github.com/micro/go-micro/v2/metadata"
+
+	"github.com/poc-go-micro/poc-go-micro/broker/azqueue"
+	"github.com/poc-go-micro/poc-go-micro/internal/testenv"
+	"github.com/poc-go-micro/poc-go-micro/proto/example"
+)
+
+const (
+	// payloadSize is the length of the Say text of every event: with its
+	// proto framing the body is 1,027 bytes.
+	payloadSize = 1024
+	// consumeBacklog is the depth every consume case starts from. Azurite's
+	// dequeue cost grows with depth, so both sides drain the same backlog.
+	consumeBacklog = 1000
+	// consumeWorkers is the total concurrency of both consumers: our
+	// subscription's default Concurrency (= BatchSize 16), and the raw
+	// loop's concurrent deletes.
+	consumeWorkers = 16
+	// fillWorkers enqueue the backlog before a consume case.
+	fillWorkers = 16
+	// latencyMessages are published per latency series, latencyInterval
+	// apart (50 per second: a steady, moderate rate).
+	latencyMessages = 100
+	latencyInterval = 20 * time.Millisecond
+	// visibility is the lease both consumers take (our default).
+	visibility = 30 * time.Second
+	// brokerTimeout bounds one case's requests and waits.
+	brokerTimeout = 2 * time.Minute
+	// seqHeader carries a message's sequence number in the latency cases.
+	seqHeader = "Bench-Seq"
+)
+
+// event is the message every broker case publishes.
+var event = &example.Message{Say: strings.Repeat("x", payloadSize)}
+
+// sdkEnv is the raw SDK's view of the shared Azurite: the SDK's own
+// default pipeline (azqueue.NewPipeline with default options: telemetry,
+// request id, retry, shared key, request log) and its default HTTP client
+// (100 idle connections per host).
+type sdkEnv struct {
+	service sdk.ServiceURL
+	az      *testenv.Azurite
+}
+
+var sharedSDK lazy[*sdkEnv]
+
+func sdkFor(b *testing.B) *sdkEnv {
+	az := azuriteFor(b)
+	return sharedSDK.get(b, func(tb testing.TB) *sdkEnv {
+		cred, err := sdk.NewSharedKeyCredential(testenv.DevAccountName, testenv.DevAccountKey)
+		if err != nil {
+			tb.Fatalf("SDK credential: %v", err)
+		}
+		u, err := url.Parse(az.Endpoint())
+		if err != nil {
+			tb.Fatalf("parse %s: %v", az.Endpoint(), err)
+		}
+		env := &sdkEnv{service: sdk.NewServiceURL(*u, sdk.NewPipeline(cred, sdk.PipelineOptions{})), az: az}
+		env.warmUp(tb)
+		return env
+	})
+}
+
+// warmUpMessages go through a fresh Azurite on each side's path before
+// any case measures it: Node's JIT makes a new Azurite several times slower
+// for its first thousand or so requests of each kind, and the two sides'
+// requests differ in small ways (ours sets messagettl, for one), so both
+// paths are warmed alike.
+const warmUpMessages = 1000
+
+// warmUp sends warmUpMessages through the raw SDK (enqueue, dequeue,
+// delete) and as many through our broker (publish, subscribe, ack), with
+// the concurrency of the cases.
+func (e *sdkEnv) warmUp(tb testing.TB) {
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	q := e.service.NewQueueURL(uniqueName("warmup"))
+	if _, err := q.Create(ctx, sdk.Metadata{}); err != nil {
+		tb.Fatalf("warm Azurite up: create queue: %v", err)
+	}
+	defer q.Delete(ctx)
+	m := q.NewMessagesURL()
+	text := strings.Repeat("w", 1500)
+
+	br := azqueue.NewBroker(azqueue.ConnectionString(e.az.ConnectionString())).(*azqueue.Broker)
+	if err := br.Connect(); err != nil {
+		tb.Fatalf("warm Azurite up: connect the broker: %v", err)
+	}
+	defer br.Disconnect()
+	topic := uniqueName("warmup")
+	ev := publisher(topic, br)
+	defer e.service.NewQueueURL(queueFor(topic)).Delete(ctx)
+
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for range fillWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := next.Add(1); i <= 2*warmUpMessages; i = next.Add(1) {
+				var err error
+				if i%2 == 0 {
+					_, err = m.Enqueue(ctx, text, 0, 0)
+				} else {
+					err = ev.Publish(ctx, event)
+				}
+				if err != nil {
+					failed.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if failed.Load() > 0 {
+		tb.Fatalf("warm Azurite up: %d enqueues or publishes failed", failed.Load())
+	}
+	s, err := br.Subscribe(topic, func(broker.Event) error { return nil })
+	if err != nil {
+		tb.Fatalf("warm Azurite up: subscribe: %v", err)
+	}
+	defer s.Unsubscribe()
+	if _, err := rawDrain(m, warmUpMessages, func(*sdk.DequeuedMessage) {}); err != nil {
+		tb.Fatalf("warm Azurite up: raw drain: %v", err)
+	}
+	for br.Stats().Acked < warmUpMessages {
+		if ctx.Err() != nil {
+			tb.Fatalf("warm Azurite up: %d of %d messages consumed by our subscriber", br.Stats().Acked, warmUpMessages)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// newBroker returns one of our brokers, connected to the shared Azurite
+// with default settings; b's cleanup disconnects it.
+func newBroker(b *testing.B, env *sdkEnv) *azqueue.Broker {
+	b.Helper()
+	br := azqueue.NewBroker(azqueue.ConnectionString(env.az.ConnectionString())).(*azqueue.Broker)
+	if err := br.Connect(); err != nil {
+		b.Fatalf("connect the broker: %v", err)
+	}
+	b.Cleanup(func() {
+		if err := br.Disconnect(); err != nil {
+			b.Errorf("disconnect the broker: %v", err)
+		}
+	})
+	return br
+}
+
+// publisher returns micro.NewEvent over a go-micro gRPC client whose
+// broker is br: the path a service's publish takes.
+func publisher(topic string, br broker.Broker) micro.Event {
+	return micro.NewEvent(topic, grpcclient.NewClient(client.Broker(br)))
+}
+
+// queueFor returns the queue our broker uses for topic's default group:
+// "<topic>-default" for the plain topic names the benchmarks use.
+func queueFor(topic string) string { return topic + "-" + azqueue.DefaultGroup }
+
+// deleteQueues removes the queues of a finished case, so Azurite does
+// not carry them into the next ones.
+func (e *sdkEnv) deleteQueues(b *testing.B, names ...string) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	for _, name := range names {
+		if _, err := e.service.NewQueueURL(name).Delete(ctx); err != nil {
+			b.Errorf("delete queue %s: %v", name, err)
+		}
+	}
+}
+
+// createQueue creates a queue for the raw side.
+func (e *sdkEnv) createQueue(b *testing.B, name string) sdk.MessagesURL {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	q := e.service.NewQueueURL(name)
+	if _, err := q.Create(ctx, sdk.Metadata{}); err != nil {
+		b.Fatalf("create queue %s: %v", name, err)
+	}
+	return q.NewMessagesURL()
+}
+
+// wire is the exact text our broker enqueues for event: its JSON envelope
+// (headers, base64 body). The raw side enqueues this same text, so the
+// ratios measure our overhead, not a payload difference.
+type wire struct {
+	text string
+	id   string // its Micro-Id, replaced to make unique texts
+}
+
+var sharedWire lazy[wire]
+
+func wireFor(b *testing.B, env *sdkEnv) wire {
+	return sharedWire.get(b, func(tb testing.TB) wire {
+		br := azqueue.NewBroker(azqueue.ConnectionString(env.az.ConnectionString()))
+		if err := br.Connect(); err != nil {
+			tb.Fatalf("connect the broker: %v", err)
+		}
+		defer br.Disconnect()
+		ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+		defer cancel()
+		topic := uniqueName("capture")
+		if err := publisher(topic, br).Publish(ctx, event); err != nil {
+			tb.Fatalf("publish the message to capture: %v", err)
+		}
+		q := env.service.NewQueueURL(queueFor(topic))
+		defer q.Delete(ctx)
+		peeked, err := q.NewMessagesURL().Peek(ctx, 1)
+		if err != nil || peeked.NumMessages() != 1 {
+			tb.Fatalf("peek the captured message: %v", err)
+		}
+		text := peeked.Message(0).Text
+		var env struct {
+			Headers map[string]string `json:"headers"`
+		}
+		if err := json.Unmarshal([]byte(text), &env); err != nil || env.Headers[azqueue.HeaderID] == "" {
+			tb.Fatalf("captured text is not an envelope with a %s (%v): %.200s", azqueue.HeaderID, err, text)
+		}
+		return wire{text: text, id: env.Headers[azqueue.HeaderID]}
+	})
+}
+
+// uniqueIDPrefix starts the Micro-Id of the texts unique makes; twelve
+// digits of the sequence number follow.
+const uniqueIDPrefix = "00000000-0000-4000-8000-"
+
+// unique returns the envelope with its Micro-Id replaced by one made of
+// i, of the same length.
+func (w wire) unique(i int) (text, id string) {
+	id = fmt.Sprintf("%s%012d", uniqueIDPrefix, i)
+	return strings.Replace(w.text, w.id, id, 1), id
+}
+
+// seq returns the sequence number of a text made by unique.
+func (w wire) seq(text string) (int, bool) {
+	at := strings.Index(text, uniqueIDPrefix)
+	if at < 0 || len(text) < at+len(uniqueIDPrefix)+12 {
+		return 0, false
+	}
+	at += len(uniqueIDPrefix)
+	i, err := strconv.Atoi(text[at : at+12])
+	return i, err == nil && i >= 0
+}
+
+// sendTimes records when each message of a latency series was sent; the
+// receiving goroutines read it.
+type sendTimes [latencyMessages]atomic.Int64
+
+func (s *sendTimes) mark(i int) { s[i].Store(time.Now().UnixNano()) }
+
+func (s *sendTimes) since(i int, now time.Time) time.Duration {
+	return time.Duration(now.UnixNano() - s[i].Load())
+}
+
+// publishSlice is how long each side publishes before the other's turn.
+const publishSlice = 250 * time.Millisecond
+
+// BenchmarkPublish measures publish throughput (and the latency of single
+// publishes): micro.NewEvent(...).Publish through our broker against the
+// raw SDK's Enqueue of the same text, at 1 and 16 publishers, to a topic
+// with 1, 2 and 4 groups (a publish enqueues once per group; the raw side
+// enqueues into as many queues, in parallel as ours does).
+func BenchmarkPublish(b *testing.B) {
+	env := sdkFor(b)
+	w := wireFor(b, env)
+	pub := newBroker(b, env)
+	for _, c := range []struct{ groups, workers int }{{1, 1}, {1, 16}, {2, 16}, {4, 16}} {
+		b.Run(fmt.Sprintf("groups=%d/conc=%d", c.groups, c.workers), func(b *testing.B) {
+			ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+			defer cancel()
+
+			topic := uniqueName("pub")
+			queues := makeGroups(b, env, topic, c.groups)
+			defer env.deleteQueues(b, queues...)
+			ev := publisher(topic, pub)
+			// One publish before the clock starts lists the topic's queues,
+			// as a running service would have done long before.
+			if err := ev.Publish(ctx, event); err != nil {
+				b.Fatalf("first publish: %v", err)
+			}
+			ours := &side{name: "azqueue"}
+			ours.slice = func(b *testing.B) int {
+				return runFor(b, publishSlice, c.workers, timed(&ours.lat, func() error { return ev.Publish(ctx, event) }))
+			}
+
+			raw := make([]sdk.MessagesURL, c.groups)
+			names := make([]string, c.groups)
+			for g := range raw {
+				names[g] = fmt.Sprintf("%s-g%d", uniqueName("raw"), g)
+				raw[g] = env.createQueue(b, names[g])
+			}
+			defer env.deleteQueues(b, names...)
+			base := &side{name: "sdk"}
+			base.slice = func(b *testing.B) int {
+				return runFor(b, publishSlice, c.workers, timed(&base.lat, func() error { return enqueueAll(ctx, raw, w.text) }))
+			}
+
+			before := pub.Stats()
+			b.ResetTimer()
+			alternate(b, "msgs/s", ours, base)
+			after := pub.Stats()
+			if got, want := after.Published-before.Published, int64(ours.ops*c.groups); got != want {
+				b.Fatalf("broker counted %d enqueues for %d publishes to %d groups, want %d", got, ours.ops, c.groups, want)
+			}
+			b.ReportMetric(float64(after.Requests-before.Requests)/float64(ours.ops), "azqueue-req/msg")
+		})
+	}
+}
+
+// enqueueAll is the raw side's publish: the text into every queue, in
+// parallel when there are several.
+func enqueueAll(ctx context.Context, queues []sdk.MessagesURL, text string) error {
+	if len(queues) == 1 {
+		_, err := queues[0].Enqueue(ctx, text, 0, 0)
+		return err
+	}
+	errs := make([]error, len(queues))
+	var wg sync.WaitGroup
+	for g, q := range queues {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[g] = q.Enqueue(ctx, text, 0, 0)
+		}()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// makeGroups makes groups subscriber groups of topic exist (each
+// subscribes once with another broker and unsubscribes at once, leaving
+// its queue) and returns their queue names.
+func makeGroups(b *testing.B, env *sdkEnv, topic string, groups int) []string {
+	b.Helper()
+	sub := azqueue.NewBroker(azqueue.ConnectionString(env.az.ConnectionString()))
+	if err := sub.Connect(); err != nil {
+		b.Fatalf("connect the group maker: %v", err)
+	}
+	defer sub.Disconnect()
+	var names []string
+	for g := range groups {
+		group := fmt.Sprintf("g%d", g)
+		s, err := sub.Subscribe(topic, func(broker.Event) error { return nil }, broker.Queue(group))
+		if err != nil {
+			b.Fatalf("subscribe group %s: %v", group, err)
+		}
+		if err := s.Unsubscribe(); err != nil {
+			b.Fatalf("unsubscribe group %s: %v", group, err)
+		}
+		names = append(names, topic+"-"+group)
+	}
+	return names
+}
+
+// consumeDrains is the number of drains of each side per op: one drain
+// takes seconds, and a single pair of them is at the mercy of whatever else
+// the machine does in those seconds.
+const consumeDrains = 2
+
+// BenchmarkConsume measures draining a backlog of consumeBacklog messages
+// (one slice is one whole drain, the backlog being filled before it; an op
+// is consumeDrains slices of each side, alternating): our
+// subscription with default settings (BatchSize 16, Concurrency 16,
+// AutoAck) and a no-op handler, against the best raw loop we could write
+// at the same concurrency (one dequeuer asking for 32 at a time and never
+// waiting for deletes, 16 concurrent deletes). Both must see every message
+// exactly once.
+func BenchmarkConsume(b *testing.B) {
+	env := sdkFor(b)
+	w := wireFor(b, env)
+
+	var topic string
+	var sub *azqueue.Broker
+	var got exactlyOnce
+	var polls int64
+	ours := &side{name: "azqueue"}
+	ours.prepare = func(b *testing.B) {
+		topic = uniqueName("cons")
+		fill(b, env.createQueue(b, queueFor(topic)), w)
+		sub = azqueue.NewBroker(azqueue.ConnectionString(env.az.ConnectionString())).(*azqueue.Broker)
+		if err := sub.Connect(); err != nil {
+			b.Fatalf("connect the subscriber: %v", err)
+		}
+		got = exactlyOnce{}
+	}
+	ours.slice = func(b *testing.B) int {
+		s, err := sub.Subscribe(topic, func(e broker.Event) error {
+			got.add(e.Message().Header[azqueue.HeaderID])
+			return nil
+		})
+		if err != nil {
+			b.Fatalf("subscribe: %v", err)
+		}
+		// Done when every message is deleted, not just handled.
+		deadline := time.Now().Add(brokerTimeout)
+		for sub.Stats().Acked < consumeBacklog {
+			if time.Now().After(deadline) {
+				b.Fatalf("after %s: %d of %d messages acked (%s)", brokerTimeout, sub.Stats().Acked, consumeBacklog, sub.Stats())
+			}
+			time.Sleep(time.Millisecond)
+		}
+		b.StopTimer() // Unsubscribe's drain is no part of the throughput
+		if err := s.Unsubscribe(); err != nil {
+			b.Fatalf("unsubscribe: %v", err)
+		}
+		b.StartTimer()
+		return consumeBacklog
+	}
+	ours.finish = func(b *testing.B) {
+		polls += sub.Stats().Polls
+		if err := sub.Disconnect(); err != nil {
+			b.Fatalf("disconnect: %v", err)
+		}
+		got.check(b, consumeBacklog)
+		env.deleteQueues(b, queueFor(topic))
+	}
+
+	var rawName string
+	var rawQueue sdk.MessagesURL
+	var rawGot exactlyOnce
+	var dequeues int64
+	base := &side{name: "sdk"}
+	base.prepare = func(b *testing.B) {
+		rawName = uniqueName("rawcons")
+		rawQueue = env.createQueue(b, rawName)
+		fill(b, rawQueue, w)
+		rawGot = exactlyOnce{}
+	}
+	base.slice = func(b *testing.B) int {
+		n, err := rawDrain(rawQueue, consumeBacklog, func(m *sdk.DequeuedMessage) { rawGot.add(string(m.ID)) })
+		if err != nil {
+			b.Fatalf("raw drain: %v", err)
+		}
+		dequeues += n
+		return consumeBacklog
+	}
+	base.finish = func(b *testing.B) {
+		rawGot.check(b, consumeBacklog)
+		env.deleteQueues(b, rawName)
+	}
+
+	alternateTimes(b, b.N*consumeDrains, "msgs/s", ours, base)
+	b.ReportMetric(float64(ours.ops)/float64(polls), "azqueue-msgs/dequeue")
+	b.ReportMetric(float64(base.ops)/float64(dequeues), "sdk-msgs/dequeue")
+}
+
+// fill enqueues consumeBacklog unique envelopes into the queue.
+func fill(b *testing.B, q sdk.MessagesURL, w wire) {
+	b.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make([]error, fillWorkers)
+	for k := range fillWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < consumeBacklog; i = int(next.Add(1)) - 1 {
+				text, _ := w.unique(i)
+				if _, err := q.Enqueue(ctx, text, 0, 0); err != nil {
+					errs[k] = err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		b.Fatalf("fill the backlog: %v", err)
+	}
+}
+
+// exactlyOnce records deliveries by id and checks every id came once.
+type exactlyOnce struct {
+	mu   sync.Mutex
+	seen map[string]int
+}
+
+func (e *exactlyOnce) add(id string) {
+	e.mu.Lock()
+	if e.seen == nil {
+		e.seen = make(map[string]int)
+	}
+	e.seen[id]++
+	e.mu.Unlock()
+}
+
+func (e *exactlyOnce) check(b *testing.B, want int) {
+	b.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	dups := 0
+	for _, n := range e.seen {
+		dups += n - 1
+	}
+	if len(e.seen) != want || dups != 0 {
+		b.Fatalf("consumed %d distinct messages with %d duplicates, want %d exactly once", len(e.seen), dups, want)
+	}
+}
+
+// rawDrain is the raw consumer: one goroutine dequeues up to 32 messages
+// at a time, never waiting for deletes, and consumeWorkers goroutines
+// delete them as they come. It stops after want deletes and returns the
+// number of dequeue requests.
+func rawDrain(q sdk.MessagesURL, want int, handle func(*sdk.DequeuedMessage)) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	msgs := make(chan *sdk.DequeuedMessage, sdk.QueueMaxMessagesDequeue)
+	var dequeues int64
+	var fetchErr error
+	go func() {
+		defer close(msgs)
+		for fetched := 0; fetched < want; {
+			resp, err := q.Dequeue(ctx, sdk.QueueMaxMessagesDequeue, visibility)
+			dequeues++
+			if err != nil {
+				fetchErr = err
+				return
+			}
+			for i := int32(0); i < resp.NumMessages(); i++ {
+				msgs <- resp.Message(i)
+				fetched++
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make([]error, consumeWorkers)
+	for k := range consumeWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range msgs {
+				handle(m)
+				if _, err := q.NewMessageIDURL(m.ID).Delete(ctx, m.PopReceipt); err != nil && errs[k] == nil {
+					errs[k] = err
+					cancel()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return dequeues, errors.Join(append(errs, fetchErr)...)
+}
+
+// BenchmarkLatency measures publish-to-handler latency at a steady 50
+// messages per second (one slice is a series of latencyMessages): our
+// subscription with default settings fed by another broker instance (as
+// from another process), against the raw baseline: Enqueue, and a loop
+// that dequeues again as soon as an answer arrives (the lowest latency
+// there is, at the price of a request per round trip even when the queue
+// is empty). Two more sides show the knobs: azqueuewake publishes with the
+// subscriber's own broker, whose publish wakes the poller at once, and
+// azqueuefast subscribes with PollInterval(fastPollMin, default max).
+func BenchmarkLatency(b *testing.B) {
+	env := sdkFor(b)
+	w := wireFor(b, env)
+	pub := newBroker(b, env)
+	ours := &side{name: "azqueue"}
+	ours.slice = func(b *testing.B) int { return latencyOurs(b, env, pub, &ours.lat) }
+	wake := &side{name: "azqueuewake"}
+	wake.slice = func(b *testing.B) int { return latencyOurs(b, env, nil, &wake.lat) }
+	fast := &side{name: "azqueuefast"}
+	fast.slice = func(b *testing.B) int {
+		return latencyOurs(b, env, pub, &fast.lat, azqueue.PollInterval(fastPollMin, defaultPollMax))
+	}
+	base := &side{name: "sdk"}
+	base.slice = func(b *testing.B) int { return latencyRaw(b, env, w, &base.lat) }
+	alternate(b, "", ours, base, wake, fast)
+}
+
+// fastPollMin is the shortest poll pause of BenchmarkLatency's azqueuefast
+// side; defaultPollMax is the broker's default longest pause.
+const (
+	fastPollMin    = 10 * time.Millisecond
+	defaultPollMax = 10 * time.Second
+)
+
+// latencyOurs publishes a series through pub (nil: the subscriber's own
+// broker) to a fresh topic and records each message's latency from the
+// call to Publish to its handler.
+func latencyOurs(b *testing.B, env *sdkEnv, pub *azqueue.Broker, lat *latencies, opts ...broker.SubscribeOption) int {
+	b.StopTimer()
+	topic := uniqueName("lat")
+	sub := azqueue.NewBroker(azqueue.ConnectionString(env.az.ConnectionString()))
+	if err := sub.Connect(); err != nil {
+		b.Fatalf("connect the subscriber: %v", err)
+	}
+	defer sub.Disconnect()
+	if pub == nil {
+		pub = sub.(*azqueue.Broker)
+	}
+	var sent sendTimes
+	var got exactlyOnce
+	var received sync.WaitGroup
+	received.Add(latencyMessages)
+	handler := func(e broker.Event) error {
+		now := time.Now()
+		seq, err := strconv.Atoi(e.Message().Header[seqHeader])
+		if err != nil || seq < 0 || seq >= latencyMessages {
+			return fmt.Errorf("bad %s header %q", seqHeader, e.Message().Header[seqHeader])
+		}
+		got.add(strconv.Itoa(seq))
+		lat.add(sent.since(seq, now))
+		received.Done()
+		return nil
+	}
+	s, err := sub.Subscribe(topic, handler, opts...)
+	if err != nil {
+		b.Fatalf("subscribe: %v", err)
+	}
+	ev := publisher(topic, pub)
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	b.StartTimer()
+	ticker := time.NewTicker(latencyInterval)
+	for i := range latencyMessages {
+		<-ticker.C
+		sent.mark(i)
+		mctx := metadata.NewContext(ctx, metadata.Metadata{seqHeader: strconv.Itoa(i)})
+		if err := ev.Publish(mctx, event); err != nil {
+			b.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	ticker.Stop()
+	waitGroupWithin(b, &received, brokerTimeout)
+	b.StopTimer()
+	if err := s.Unsubscribe(); err != nil {
+		b.Fatalf("unsubscribe: %v", err)
+	}
+	got.check(b, latencyMessages)
+	env.deleteQueues(b, queueFor(topic))
+	b.StartTimer()
+	return latencyMessages
+}
+
+// latencyRaw is latencyOurs for the raw baseline.
+func latencyRaw(b *testing.B, env *sdkEnv, w wire, lat *latencies) int {
+	b.StopTimer()
+	name := uniqueName("rawlat")
+	q := env.createQueue(b, name)
+	var sent sendTimes
+	texts := make([]string, latencyMessages)
+	for i := range texts {
+		texts[i], _ = w.unique(i)
+	}
+	var got exactlyOnce
+	drained := make(chan error, 1)
+	b.StartTimer()
+	go func() {
+		_, err := rawDrain(q, latencyMessages, func(m *sdk.DequeuedMessage) {
+			now := time.Now()
+			i, ok := w.seq(m.Text)
+			if !ok || i >= latencyMessages {
+				return // reported by the exactly-once check
+			}
+			got.add(strconv.Itoa(i))
+			lat.add(sent.since(i, now))
+		})
+		drained <- err
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
+	defer cancel()
+	ticker := time.NewTicker(latencyInterval)
+	for i := range latencyMessages {
+		<-ticker.C
+		sent.mark(i)
+		if _, err := q.Enqueue(ctx, texts[i], 0, 0); err != nil {
+			b.Fatalf("enqueue %d: %v", i, err)
+		}
+	}
+	ticker.Stop()
+	if err := <-drained; err != nil {
+		b.Fatalf("raw consumer: %v", err)
+	}
+	b.StopTimer()
+	got.check(b, latencyMessages)
+	env.deleteQueues(b, name)
+	b.StartTimer()
+	return latencyMessages
+}
+
+// waitGroupWithin waits for wg, failing b after d.
+func waitGroupWithin(b *testing.B, wg *sync.WaitGroup, d time.Duration) {
+	b.Helper()
+	done := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(d):
+		b.Fatalf("not every message arrived within %s", d)
+	}
+}
