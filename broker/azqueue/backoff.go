@@ -6,11 +6,12 @@ import (
 	"time"
 )
 
-// backoff produces randomized exponential pauses between min and max: each
-// pause is drawn from [0.9d, d] (and never below min), where d doubles from
-// min up to max, so that idle pollers drift apart instead of hitting the
-// service in step. The narrow band keeps the idle cost predictable: at the
-// default max of 10s a subscription polls at most 60/9 = 6.7 times a minute.
+// backoff produces randomized exponential pauses between min and max: a
+// bound d doubles from min up to max, and each pause is drawn from
+// [d/2, d] while d is below max, so that pollers drift apart instead of
+// hitting the service in step, and from [0.9 max, max] at the cap, which
+// keeps the idle cost predictable: at the default max of 10s a subscription
+// polls at most 60/9 = 6.7 times a minute. No pause is below min.
 type backoff struct {
 	min, max time.Duration
 	next     time.Duration
@@ -29,7 +30,10 @@ func (b *backoff) pause() time.Duration {
 			b.next = b.max
 		}
 	}
-	lo := d - d/10
+	lo := d / 2
+	if d >= b.max {
+		lo = d - d/10
+	}
 	if lo < b.min {
 		lo = b.min
 	}

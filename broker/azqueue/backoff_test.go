@@ -34,7 +34,10 @@ func TestPollBackoffDoublesWithinItsBand(t *testing.T) {
 	bounds := []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond,
 		1600 * time.Millisecond, 3200 * time.Millisecond, 6400 * time.Millisecond, 10 * time.Second, 10 * time.Second}
 	for i, d := range bounds {
-		lo := d - d/10
+		lo := d / 2
+		if d == 10*time.Second {
+			lo = 9 * time.Second
+		}
 		if lo < 100*time.Millisecond {
 			lo = 100 * time.Millisecond
 		}

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -74,7 +75,8 @@ var conformanceCases = []conformanceCase{
 	{name: "OutOfRangeOptionsAreRejectedWithTheRange", serial: true, run: testOutOfRangeOptionsAreRejectedWithTheRange},
 	{name: "OptionWinsOverEnvironmentWhichWinsOverDefault", serial: true, run: testOptionWinsOverEnvironmentWhichWinsOverDefault},
 	{name: "ServerAndClientTwinsReachTheBroker", run: testServerAndClientTwinsReachTheBroker},
-	{name: "BatchNeverExceedsFreeHandlerSlots", run: testBatchNeverExceedsFreeHandlerSlots},
+	{name: "AtMostConcurrencyPlusBatchSizeMessagesAreHeld", run: testAtMostConcurrencyPlusBatchSizeMessagesAreHeld},
+	{name: "MessagesWaitingForAHandlerKeepTheirLease", run: testMessagesWaitingForAHandlerKeepTheirLease},
 	{name: "LocalPublishWakesAnIdlePoller", serial: true, run: testLocalPublishWakesAnIdlePoller},
 	{name: "SubscriptionSurvivesTransportErrors", needs: features{faults: true}, run: testSubscriptionSurvivesTransportErrors},
 	{name: "PartialPublishFailureNamesTheFailedQueue", needs: features{faults: true}, run: testPartialPublishFailureNamesTheFailedQueue},
@@ -1178,7 +1180,7 @@ func testServerAndClientTwinsReachTheBroker(t *testing.T, e *env) {
 	t.Run("SubscriberConcurrency", func(t *testing.T) {
 		e := e.in(t)
 		topic := newTopic()
-		queue := e.createQueue(topic, DefaultGroup)
+		e.createQueue(topic, DefaultGroup)
 		ids := publishMessages(t, e.connected(), topic, 5)
 		r := newRecorder(t)
 		subscribeAsServer(e, e.connected(), topic, r.handler(func(Event, delivery) error { work(e, 50*time.Millisecond); return nil }),
@@ -1186,11 +1188,6 @@ func testServerAndClientTwinsReachTheBroker(t *testing.T, e *env) {
 		r.waitIDs(t, ids, waitLong)
 		if _, max := r.concurrency(); max != 1 {
 			t.Errorf("%d handlers ran at once, want 1", max)
-		}
-		if e.fake != nil {
-			if asked := e.fake.MaxDequeueAsked(queue); asked != 1 {
-				t.Errorf("largest dequeue asked for %d messages, want 1", asked)
-			}
 		}
 	})
 
@@ -1305,23 +1302,78 @@ func testServerAndClientTwinsReachTheBroker(t *testing.T, e *env) {
 	})
 }
 
-func testBatchNeverExceedsFreeHandlerSlots(t *testing.T, e *env) {
+func testAtMostConcurrencyPlusBatchSizeMessagesAreHeld(t *testing.T, e *env) {
+	const concurrency, batch = 2, 4
 	topic := newTopic()
 	queue := e.createQueue(topic, DefaultGroup)
-	ids := publishMessages(t, e.connected(), topic, 10)
+	ids := publishMessages(t, e.connected(), topic, 20)
+	// On the fake, sample how many messages are leased (invisible) while
+	// the subscription works through the backlog.
+	var held atomic.Int64
+	if e.fake != nil {
+		stop := make(chan struct{})
+		sampled := make(chan struct{})
+		go func() {
+			defer close(sampled)
+			for i := 0; i < 10000; i++ {
+				n := int64(0)
+				for _, m := range e.fake.Messages(queue) {
+					if !m.Visible {
+						n++
+					}
+				}
+				if n > held.Load() {
+					held.Store(n)
+				}
+				select {
+				case <-stop:
+					return
+				case <-time.After(2 * time.Millisecond):
+				}
+			}
+		}()
+		defer func() { close(stop); <-sampled }()
+	}
 	r := newRecorder(t)
 	e.subscribe(e.connected(), topic, r.handler(func(Event, delivery) error { work(e, 100*time.Millisecond); return nil }),
-		Concurrency(2), BatchSize(16), fastPolls)
+		Concurrency(concurrency), BatchSize(batch), fastPolls)
 	r.waitIDs(t, ids, waitLong)
 	eventually(t, waitLong, func() string { return queue + " not empty" }, func() bool { return e.messages(queue) == 0 })
-	assertExactlyOnce(t, "Concurrency(2)", r.ids(), ids)
-	if _, max := r.concurrency(); max != 2 {
-		t.Errorf("%d handlers ran at once, want 2", max)
+	assertExactlyOnce(t, "Concurrency(2) BatchSize(4)", r.ids(), ids)
+	if _, max := r.concurrency(); max != concurrency {
+		t.Errorf("%d handlers ran at once, want %d", max, concurrency)
 	}
 	if e.fake != nil {
-		if asked := e.fake.MaxDequeueAsked(queue); asked != 2 {
-			t.Errorf("largest dequeue asked for %d messages with 2 handler slots, want 2", asked)
+		if asked := e.fake.MaxDequeueAsked(queue); asked > batch {
+			t.Errorf("largest dequeue asked for %d messages, want at most BatchSize %d", asked, batch)
 		}
+		if max := held.Load(); max > concurrency+batch || max < concurrency+1 {
+			t.Errorf("at most %d messages leased at once, want between %d (a batch fetched ahead) and Concurrency+BatchSize = %d",
+				max, concurrency+1, concurrency+batch)
+		}
+	}
+}
+
+func testMessagesWaitingForAHandlerKeepTheirLease(t *testing.T, e *env) {
+	// One handler of 400ms and batches of 4 with a 1s lease: the last
+	// message of a batch waits 1.2s for the handler, longer than its lease,
+	// which must be renewed meanwhile or it would be delivered twice.
+	topic := newTopic()
+	ids := publishMessages(t, e.connected(), topic, 8)
+	r := newRecorder(t)
+	b := e.connected()
+	e.subscribe(b, topic, r.handler(func(Event, delivery) error { work(e, 400*time.Millisecond); return nil }),
+		Concurrency(1), BatchSize(4), VisibilityTimeout(time.Second), fastPolls)
+	r.waitIDs(t, ids, waitLong)
+	waitStats(t, b, "acked=8", func(s Stats) bool { return s.Acked == 8 })
+	assertExactlyOnce(t, "waiting messages", r.ids(), ids)
+	for _, d := range r.all() {
+		if d.count != 1 {
+			t.Errorf("message %s delivered with dequeue count %d, want 1: its lease ran out while it waited", d.id, d.count)
+		}
+	}
+	if s := b.Stats(); s.Renewals == 0 {
+		t.Errorf("stats %s: no lease was renewed", s)
 	}
 }
 

@@ -94,9 +94,13 @@
 // # Receiving
 //
 // Each subscription dequeues up to BatchSize messages at a time (default 16,
-// at most 32) and runs up to Concurrency handlers (default BatchSize),
-// asking only for as many messages as it has free handler slots, so no
-// fetched message waits in a buffer while its lease runs down.
+// at most 32) and runs up to Concurrency handlers (default BatchSize). It
+// holds at most Concurrency + BatchSize messages: those its handlers run
+// on, and at most one batch fetched ahead while they work, so that a busy
+// subscription asks for whole batches (one small request per finished
+// handler would halve its throughput). A message waiting for a handler has
+// its lease renewed like a running one, so none waits in a buffer while its
+// lease runs down, and Unsubscribe hands waiting messages straight back.
 //
 // A dequeued message is leased for VisibilityTimeout (default 30s); while
 // its handler runs, the lease is renewed at half its life, always with the
@@ -121,8 +125,9 @@
 //
 // Polling: immediately again after a full batch; otherwise a randomized
 // exponential pause: a bound doubling from the minimum (default 100ms) to
-// the maximum (default 10s) of PollInterval, each pause drawn from 90-100%
-// of it, so an idle subscription at defaults makes at most 60/9 = 6.7
+// the maximum (default 10s) of PollInterval, each pause drawn from 50-100%
+// of it (never below the minimum) and from 90-100% of the maximum once
+// there, so an idle subscription at defaults makes at most 60/9 = 6.7
 // requests a minute. Transport errors have their own backoff and are logged
 // at most every 30s with a count. A publish from this process to a queue it
 // consumes wakes the poller at once.

@@ -55,13 +55,15 @@ func (l *lease) startRenewing() {
 	go l.renewLoop()
 }
 
-// stopRenewing stops the renewer and waits for it to exit.
+// stopRenewing stops the renewer and waits for it to exit. Stopping a
+// stopped renewer does nothing.
 func (l *lease) stopRenewing() {
 	if l.stopRenw == nil {
 		return
 	}
 	close(l.stopRenw)
 	<-l.renwDone
+	l.stopRenw = nil
 }
 
 func (l *lease) renewLoop() {

@@ -128,11 +128,11 @@ const day = 24 * time.Hour
 // Subscription tunables.
 var (
 	batchSizeKnob = intKnob("BatchSize", "SubscriberBatchSize", EnvPrefix+"BATCH_SIZE", 16, 1, 32,
-		"Messages asked for per dequeue request (never more than free handler slots).")
+		"Messages asked for per dequeue request; a subscription holds at most Concurrency + BatchSize.")
 	concurrencyKnob = intKnob("Concurrency", "SubscriberConcurrency", EnvPrefix+"CONCURRENCY", 0, 0, 1024,
 		"Handlers running at once per subscription; 0 means equal to BatchSize.")
 	visibilityKnob = durationKnob("VisibilityTimeout", "SubscriberVisibilityTimeout", EnvPrefix+"VISIBILITY_TIMEOUT", 30*time.Second, time.Second, 7*day,
-		"Lease taken on a dequeued message; renewed at half-life while its handler runs.")
+		"Lease taken on a dequeued message; renewed at half-life while the subscription holds it.")
 	maxDequeueKnob = intKnob("MaxDequeueCount", "SubscriberMaxDequeueCount", EnvPrefix+"MAX_DEQUEUE_COUNT", 5, 1, 1000,
 		"Deliveries before a message moves to the <queue>-poison queue instead of its handler.")
 	pollMinKnob = durationKnob("PollInterval (min)", "SubscriberPollInterval", EnvPrefix+"POLL_MIN", 100*time.Millisecond, 10*time.Millisecond, time.Hour,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/micro/go-micro/v2/broker"
@@ -67,7 +68,9 @@ type subscription struct {
 	cfg     subscribeConfig
 	base64  bool
 
-	slots      chan struct{} // one token per running handler
+	leased     chan struct{} // one token per message held: running or waiting for a handler
+	handlers   chan struct{} // one token per running handler
+	waiting    atomic.Int64  // messages fetched and waiting for a handler
 	wakeup     chan struct{} // a local publish to our queue
 	stop       chan struct{} // closed by Unsubscribe
 	done       chan struct{} // closed when the poll loop has exited
@@ -87,7 +90,8 @@ func newSubscription(b *Broker, svc storage.Service, topic, group, queue string,
 		b: b, topic: topic, group: group, handler: h, opts: opts, cfg: cfg, base64: base64,
 		queue:      svc.Queue(queue),
 		poison:     &poisonQueue{queue: svc.Queue(poisonQueueNameFor(queue)), source: queue},
-		slots:      make(chan struct{}, cfg.concurrency),
+		leased:     make(chan struct{}, cfg.concurrency+cfg.batchSize),
+		handlers:   make(chan struct{}, cfg.concurrency),
 		wakeup:     make(chan struct{}, 1),
 		stop:       make(chan struct{}),
 		done:       make(chan struct{}),
@@ -116,6 +120,12 @@ func (s *subscription) notify() {
 // the queue at once, and waits up to the drain timeout for running handlers,
 // whose leases are renewed until they return. It is idempotent and safe to
 // call while handlers run.
+//
+// A subscription holds at most Concurrency + BatchSize messages: the ones
+// its handlers run on, and at most one batch fetched ahead, waiting for a
+// free handler with their leases renewed, so that the next dequeue can ask
+// for a whole batch while the handlers work instead of one message per
+// handler that finishes.
 func (s *subscription) Unsubscribe() error {
 	s.unsubscribeOnce.Do(func() {
 		close(s.stop)
@@ -135,15 +145,15 @@ func (s *subscription) Unsubscribe() error {
 	return s.unsubscribeErr
 }
 
-// poll is the subscription's loop: reserve free handler slots, dequeue at
-// most that many messages, start a handler for each, and pause when the
-// queue had less than asked for.
+// poll is the subscription's loop: reserve room for up to a batch of
+// messages, dequeue at most that many, start processing each, and pause
+// when the queue had less than asked for.
 func (s *subscription) poll() {
 	defer close(s.done)
 	idle := newBackoff(s.cfg.pollMin, s.cfg.pollMax)
 	failing := newBackoff(s.cfg.pollMin*10, 30*time.Second)
 	for {
-		want := s.reserve(s.cfg.batchSize)
+		want := s.reserve(s.cfg.batchSize, s.lowWater())
 		if want == 0 {
 			return
 		}
@@ -184,18 +194,33 @@ func (s *subscription) poll() {
 	}
 }
 
-// reserve waits for one free handler slot, then takes up to want-1 more
-// that are free now. It returns 0 when the subscription stops.
-func (s *subscription) reserve(want int) int {
-	select {
-	case s.slots <- struct{}{}:
-	case <-s.stop:
-		return 0
+// lowWater is how many messages the next dequeue must have room for: one
+// while nothing waits for a handler, so a quiet subscription polls at once;
+// half a batch while messages wait, so that a busy one asks for batches
+// rather than one message per handler that finishes.
+func (s *subscription) lowWater() int {
+	if s.waiting.Load() > 0 {
+		return (s.cfg.batchSize + 1) / 2
 	}
-	n := 1
+	return 1
+}
+
+// reserve waits until room for at least messages is free, then takes up to
+// want in all. It returns 0, holding nothing, when the subscription stops.
+func (s *subscription) reserve(want, atLeast int) int {
+	n := 0
+	for n < atLeast {
+		select {
+		case s.leased <- struct{}{}:
+			n++
+		case <-s.stop:
+			s.unreserve(n)
+			return 0
+		}
+	}
 	for n < want {
 		select {
-		case s.slots <- struct{}{}:
+		case s.leased <- struct{}{}:
 			n++
 		default:
 			return n
@@ -206,8 +231,29 @@ func (s *subscription) reserve(want int) int {
 
 func (s *subscription) unreserve(n int) {
 	for i := 0; i < n; i++ {
-		<-s.slots
+		<-s.leased
 	}
+}
+
+// startHandler waits for a free handler, renewing the message's lease
+// meanwhile. It returns false, having handed the message back to the queue,
+// when the subscription stops first.
+func (s *subscription) startHandler(l *lease) bool {
+	s.waiting.Add(1)
+	defer s.waiting.Add(-1)
+	select {
+	case s.handlers <- struct{}{}:
+		if !s.stopping() {
+			return true
+		}
+		<-s.handlers
+	case <-s.stop:
+	}
+	l.stopRenewing()
+	if err := l.release(0, ""); err != nil {
+		logger.Warnf("azqueue: hand back message %s to queue %q: %v", l.id, s.queue.Name(), err)
+	}
+	return false
 }
 
 func (s *subscription) stopping() bool {
@@ -272,8 +318,8 @@ func (s *subscription) handBack(msgs []storage.Message) {
 }
 
 // process handles one leased message: poison it if it has been delivered
-// too often or cannot be read, else run the handler while renewing the
-// lease, then ack (AutoAck) or schedule a retry.
+// too often or cannot be read, else wait for a free handler and run it,
+// renewing the lease all the while, then ack (AutoAck) or schedule a retry.
 func (s *subscription) process(m storage.Message) {
 	defer s.running.Done()
 	defer s.unreserve(1)
@@ -298,6 +344,10 @@ func (s *subscription) process(m storage.Message) {
 
 	ev := &event{topic: s.topic, message: s.messageFor(d, m), lease: l, dequeueCount: m.DequeueCount, stats: &s.b.stats}
 	l.startRenewing()
+	if !s.startHandler(l) {
+		return
+	}
+	defer func() { <-s.handlers }()
 	err = s.invoke(ev)
 	l.stopRenewing()
 

@@ -86,16 +86,19 @@ func keepDeadline() pipeline.Factory {
 			if err := ctx.Err(); err != nil {
 				return nil, err
 			}
-			// inner ends when ctx does; a response body may be read until then.
+			// inner ends when ctx does. The SDK's responders, at the end of
+			// the pipeline, have read and closed the response body by the
+			// time next.Do returns, so inner can end then too (leaving the
+			// AfterFunc registered cost a goroutine per request when ctx
+			// ended later, and kept one registration per request alive on a
+			// long-lived ctx).
 			inner, cancel := context.WithCancel(context.WithoutCancel(ctx))
 			stop := context.AfterFunc(ctx, cancel)
 			response, err := next.Do(inner, request)
-			if err != nil {
-				stop()
-				cancel()
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
+			stop()
+			cancel()
+			if err != nil && ctx.Err() != nil {
+				return nil, ctx.Err()
 			}
 			return response, err
 		}
