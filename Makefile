@@ -104,17 +104,42 @@ docker-check: deps ## Validate docker-compose.yml (docker-compose config -q) and
 	tools/node_modules/.bin/dockerfilelint -c tools Dockerfile
 
 .PHONY: lint
-lint: ## Check formatting (gofmt) and run go vet.
+lint: ## Check formatting (gofmt) and run go vet, the fault suite included.
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go') 2>/dev/null); \
 		if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
-	$(GO) vet ./...
+	$(GO) vet -tags faults ./...
+
+# The fault suite (faults/) builds only with the faults tag and runs after
+# the other packages, alone, so that its timing is not that of a machine
+# busy with them. It drives the binaries `make build` put in bin/.
+FAULTS := POC_TEST_BIN_DIR=$(CURDIR)/$(BIN) $(GO) test -race -count=1 -tags faults -timeout 30m ./faults/
 
 .PHONY: test
-test: deps lint proto-check docker-check ## Run every test (unit and end-to-end on real etcd and Azurite) with -race.
+test: deps lint proto-check docker-check build ## Run every test with -race: unit, end-to-end and the fault suite, on real etcd and Azurite (about 6 min).
 	$(GO) test -race -count=1 -timeout 20m ./...
+	$(FAULTS)
+
+.PHONY: test-faults
+test-faults: deps build ## Run only the fault suite: processes killed, servers restarted, hostile input (about 4 min).
+	$(FAULTS)
+
+.PHONY: reliability
+reliability: deps build ## Run the fault suite and rewrite RELIABILITY.md with the figures it measured.
+	POC_RELIABILITY_OUT=$(CURDIR)/RELIABILITY.md $(FAULTS)
+
+# FUZZTIME bounds each fuzz target's run in `make fuzz`.
+FUZZTIME ?= 30s
+
+.PHONY: fuzz
+fuzz: ## Fuzz the connection-string parser, the envelope decoder and the queue-name mapper, FUZZTIME (30s) each.
+	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+
+.PHONY: fuzz-corpus
+fuzz-corpus: ## Like fuzz, then copy up to 50 interesting inputs per target to broker/azqueue/testdata/fuzz (commit them).
+	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh --save
 
 .PHONY: bench
-bench: deps ## Benchmark every path against plain grpc-go and the raw Azure SDK (own etcd + Azurite, ~8 min); writes BENCHMARKS.md.
+bench: deps ## Benchmark every path against plain grpc-go and the raw Azure SDK (own etcd + Azurite, ~7 min); writes BENCHMARKS.md.
 	@scripts/bench.sh
 
 .PHONY: clean

@@ -14,6 +14,7 @@ require (
 	go.uber.org/zap v1.13.0
 	google.golang.org/grpc v1.26.0
 	google.golang.org/protobuf v1.23.0
+	gopkg.in/yaml.v2 v2.2.4
 )
 
 require (
@@ -62,7 +63,6 @@ require (
 	gopkg.in/fsnotify.v1 v1.4.7 // indirect
 	gopkg.in/tomb.v1 v1.0.0-20141024135613-dd632973f1e7 // indirect
 	gopkg.in/warnings.v0 v0.1.2 // indirect
-	gopkg.in/yaml.v2 v2.2.4 // indirect
 	honnef.co/go/tools v0.0.1-2019.2.3 // indirect
 )
 

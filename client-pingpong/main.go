@@ -60,12 +60,10 @@ func main() {
 	if !settings.Init(service, checkFlags) {
 		return
 	}
-	// A client started together with its server, as docker-compose
-	// starts them, waits for it with --wait instead of failing.
-	if err := settings.WaitForService(context.Background(), service.Options().Registry, errLog.Printf); err != nil {
+	client, err := settings.ExampleClient(service, errLog.Printf)
+	if err != nil {
 		errLog.Fatal(clientcmd.Describe(err))
 	}
-	client := example.NewExampleService(settings.Service, service.Client())
 
 	if err := greet(client); err != nil {
 		errLog.Fatal(clientcmd.Describe(err))

@@ -82,18 +82,6 @@ func (s *stack) registryKeys() []string {
 	return s.etcd.Keys(s.t, "/micro/registry/"+s.service+"/")
 }
 
-// waitFor polls cond until it holds, failing the test after timeout.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // assertClean fails if a process printed a panic or a stack trace.
 func assertClean(t *testing.T, name string, p *testenv.Process) {
 	t.Helper()
@@ -107,7 +95,7 @@ func assertClean(t *testing.T, name string, p *testenv.Process) {
 func TestServerRegistersInEtcdAndDeregistersOnSIGTERM(t *testing.T) {
 	s := newStack(t)
 	server := s.startServer()
-	waitFor(t, startTimeout, "the server's node in etcd", func() bool { return len(s.registryKeys()) == 1 })
+	testenv.WaitFor(t, startTimeout, "the server's node in etcd", func() bool { return len(s.registryKeys()) == 1 })
 
 	if err := server.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -245,7 +233,7 @@ func TestEveryBinaryHasHelpAndRejectsBadFlags(t *testing.T) {
 		binary string
 		flags  []string // own flags --help must list
 	}{
-		{"server", []string{"--topic", "--stream_max_count", "--subscriber_queue", "--shutdown_timeout", "--registry", "--broker", "--server_name", "--server_advertise", "--version"}},
+		{"server", []string{"--topic", "--stream_max_count", "--max_message_size", "--fail_events_matching", "--subscriber_queue", "--shutdown_timeout", "--registry", "--broker", "--server_name", "--server_advertise", "--version"}},
 		{"client-pingpong", []string{"--service", "--timeout", "--wait", "--name", "--rounds", "--registry_address", "--version"}},
 		{"client-stream", []string{"--service", "--timeout", "--wait", "--count", "--duplex", "--strokes", "--version"}},
 		{"client-azqueue-pub", []string{"--topic", "--say", "--interval", "--count", "--timeout", "--wait", "--broker", "--version"}},

@@ -26,9 +26,9 @@ import (
 	"github.com/micro/go-micro/v2/logger"
 	"github.com/micro/go-micro/v2/server"
 	grpcserver "github.com/micro/go-micro/v2/server/grpc"
-	"github.com/micro/go-plugins/registry/etcd/v2"
 
 	"github.com/poc-go-micro/poc-go-micro/broker/azqueue"
+	"github.com/poc-go-micro/poc-go-micro/internal/etcdregistry"
 	"github.com/poc-go-micro/poc-go-micro/internal/microcli"
 	"github.com/poc-go-micro/poc-go-micro/internal/version"
 	"github.com/poc-go-micro/poc-go-micro/proto/example"
@@ -41,6 +41,8 @@ var (
 	streamMaxCount  int64
 	subscriberQueue string
 	shutdownTimeout time.Duration
+	failMatching    string
+	maxMessageSize  int
 )
 
 // flags are the server's own; go-micro adds its --registry, --broker,
@@ -60,6 +62,13 @@ var flags = []cli.Flag{
 		Usage:       "largest count Example.Stream accepts; larger requests get a BadRequest error",
 		Destination: &streamMaxCount,
 	},
+	&cli.IntFlag{
+		Name:        "max_message_size",
+		EnvVars:     []string{"POC_MAX_MESSAGE_SIZE"},
+		Value:       handler.DefaultMaxMessageSize,
+		Usage:       "largest gRPC message, in bytes, the server receives or sends; a larger request fails with ResourceExhausted before it is read, which bounds the memory one call can take",
+		Destination: &maxMessageSize,
+	},
 	&cli.StringFlag{
 		Name:        "subscriber_queue",
 		EnvVars:     []string{"POC_SUBSCRIBER_QUEUE"},
@@ -73,6 +82,12 @@ var flags = []cli.Flag{
 		Usage:       "bound on stopping after SIGINT, SIGTERM or SIGQUIT (above the broker's 30s handler drain); past it the server exits with status 1, perhaps still registered",
 		Destination: &shutdownTimeout,
 	},
+	&cli.StringFlag{
+		Name:        "fail_events_matching",
+		EnvVars:     []string{"POC_FAIL_EVENTS_MATCHING"},
+		Usage:       "fault injection for demos and tests: the subscriber fails every event whose text contains this string, so the broker retries it and finally moves it to the poison queue; empty fails none",
+		Destination: &failMatching,
+	},
 }
 
 // errLog reports fatal errors on stderr.
@@ -81,8 +96,8 @@ var errLog = microcli.ErrorLog("server")
 func main() {
 	// The service stops when this context is cancelled. go-micro's own
 	// signal handling would do the same but cannot bound the stop, which
-	// hangs for as long as etcd is unreachable if a re-registration was
-	// under way (the etcd registry renews leases without a timeout).
+	// waits for deregistration (with etcd unreachable, up to the registry
+	// timeout) and then for running handlers and the broker's drain.
 	stopping, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGQUIT)
 	defer stop()
 
@@ -94,7 +109,11 @@ func main() {
 		micro.Name(example.ServiceName),
 		micro.Version(version.Version),
 		micro.Broker(azqueue.NewBroker()),
-		micro.Registry(etcd.NewRegistry()),
+		// go-micro's etcd registry, except that registering never waits
+		// on an unreachable etcd past the registry timeout, or at all once
+		// the server is stopping, and resumes within a second of etcd's
+		// return (see etcdregistry).
+		micro.Registry(etcdregistry.NewRegistry(etcdregistry.StopRegisteringWhen(stopping))),
 		micro.Context(stopping),
 		micro.HandleSignal(false),
 		// A command line of our own, for the description in --help; it
@@ -109,13 +128,23 @@ func main() {
 		return
 	}
 	logger.Infof("%s version %s", service.Server().Options().Name, version.Version)
+	if failMatching != "" {
+		logger.Warnf("fault injection: failing every event whose text contains %q (--fail_events_matching)", failMatching)
+	}
 
+	// go-micro's gRPC server accepts 4 MiB messages by default and reads a
+	// message whole before its handler sees it: a client could make it
+	// buffer 4 MiB per concurrent call, for an API whose largest valid
+	// request is about 1 KiB.
+	if err := service.Server().Init(grpcserver.MaxMsgSize(maxMessageSize)); err != nil {
+		errLog.Fatalf("set the largest gRPC message to %d bytes: %v", maxMessageSize, err)
+	}
 	// Register after Init: go-micro's --server flag may have replaced the
 	// server, and the topic is a flag.
 	if err := example.RegisterExampleHandler(service.Server(), handler.New(handler.MaxStreamCount(streamMaxCount))); err != nil {
 		errLog.Fatalf("register the Example handler: %v", err)
 	}
-	var events subscriber.Recorder
+	events := subscriber.Recorder{FailMatching: failMatching}
 	if err := micro.RegisterSubscriber(topic, service.Server(), events.Handle, subscriberOptions()...); err != nil {
 		errLog.Fatalf("subscribe to topic %q: %v", topic, err)
 	}
@@ -138,6 +167,10 @@ func main() {
 	if err := service.Options().Broker.Disconnect(); err != nil {
 		logger.Errorf("disconnect broker: %v", err)
 	}
+	if failMatching != "" {
+		logger.Infof("stopped: received %d events on topic %q, failed %d deliveries on purpose (--fail_events_matching)", events.Count(), topic, events.Failed())
+		return
+	}
 	logger.Infof("stopped: received %d events on topic %q", events.Count(), topic)
 }
 
@@ -148,6 +181,9 @@ func checkFlags(*cli.Context) error {
 	}
 	if streamMaxCount < 0 {
 		return fmt.Errorf("--stream_max_count must not be negative, got %d", streamMaxCount)
+	}
+	if maxMessageSize < handler.MinMaxMessageSize {
+		return fmt.Errorf("--max_message_size must be at least %d bytes (a request with the longest name), got %d", handler.MinMaxMessageSize, maxMessageSize)
 	}
 	if shutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown_timeout must be positive, got %s", shutdownTimeout)

@@ -140,3 +140,64 @@ func ExampleSettings() {
 	// BatchSize AZQUEUE_BATCH_SIZE 16 1..32
 	// Concurrency AZQUEUE_CONCURRENCY 0 0..1024
 }
+
+// FuzzQueueNameFor checks, for any two (topic, group) pairs, that the name
+// of each is a valid queue name of at most maxQueueName characters whose
+// poison queue's name is valid too, that it starts with the topic's prefix
+// (which Publish lists queues by), that mapping is deterministic, and that
+// two different pairs get different names. An empty group is the default
+// group, so ("t", "") and ("t", "default") are the same pair.
+func FuzzQueueNameFor(f *testing.F) {
+	for _, seed := range [][4]string{
+		{"events", "", "events", "default"},
+		{"events", "billing", "events", "billing-eu"},
+		{"example.events", "", "example-events", ""},
+		{"a-b", "c", "a", "b-c"},
+		{"Events", "default", "events", "default"},
+		{"...", "", "---", ""},
+		{"événements", "x", "evenements", "x"},
+		{strings.Repeat("long", 20), strings.Repeat("g", 30), strings.Repeat("long", 20), strings.Repeat("g", 31)},
+		{"abc", "x-abcdefghij", "abc", "X"},
+		{"t", "--", "t", "-"},
+		{"", "g", "t", ""},
+	} {
+		f.Add(seed[0], seed[1], seed[2], seed[3])
+	}
+	f.Fuzz(func(t *testing.T, topic, group, topic2, group2 string) {
+		name, err := queueNameFor(topic, group)
+		if topic == "" {
+			if err == nil {
+				t.Fatalf("queueNameFor(\"\", %q) = %q, want an error", group, name)
+			}
+			return
+		}
+		if err != nil {
+			t.Fatalf("queueNameFor(%q, %q): %v", topic, group, err)
+		}
+		checkQueueName(t, name)
+		if !strings.HasPrefix(name, topicPrefix(topic)) {
+			t.Fatalf("queueNameFor(%q, %q) = %q does not start with the topic prefix %q", topic, group, name, topicPrefix(topic))
+		}
+		if again, _ := queueNameFor(topic, group); again != name {
+			t.Fatalf("queueNameFor(%q, %q) gave %q, then %q", topic, group, name, again)
+		}
+		if topic2 == "" {
+			return
+		}
+		name2, err := queueNameFor(topic2, group2)
+		if err != nil {
+			t.Fatalf("queueNameFor(%q, %q): %v", topic2, group2, err)
+		}
+		same := topic == topic2 && orDefault(group) == orDefault(group2)
+		if same != (name == name2) {
+			t.Fatalf("(%q, %q) -> %q and (%q, %q) -> %q: different pairs must get different names, the same pair the same name", topic, group, name, topic2, group2, name2)
+		}
+	})
+}
+
+func orDefault(group string) string {
+	if group == "" {
+		return DefaultGroup
+	}
+	return group
+}

@@ -7,8 +7,11 @@ import (
 	"math/rand/v2"
 	"time"
 
+	"github.com/micro/go-micro/v2"
 	"github.com/micro/go-micro/v2/broker"
 	"github.com/micro/go-micro/v2/registry"
+
+	"github.com/poc-go-micro/poc-go-micro/proto/example"
 )
 
 // DefaultWait is how long a client waits for what it needs before its
@@ -145,6 +148,17 @@ func lookUp(reg registry.Registry, service string) error {
 		}
 	}
 	return registry.ErrNotFound
+}
+
+// ExampleClient returns the client of the Example service named by
+// --service, after waiting for it to register as --wait says: a client
+// started together with its server, as docker-compose starts them, waits
+// for it instead of failing.
+func (s *Settings) ExampleClient(service micro.Service, logf Logf) (example.ExampleService, error) {
+	if err := s.WaitForService(context.Background(), service.Options().Registry, logf); err != nil {
+		return nil, err
+	}
+	return example.NewExampleService(s.Service, service.Client()), nil
 }
 
 // WaitForBroker connects b, retrying failed connects for at most s.Wait

@@ -10,7 +10,9 @@
 // happens to os.Exit(0) after printing help, but that is an accident of
 // one version; checking that the Action ran does not depend on it. Second,
 // go-micro silently ignores positional arguments, so a mistyped flag such
-// as "-- topic x" would be dropped without a word.
+// as "-- topic x" would be dropped without a word. Third, --help shows
+// each flag's value from the environment as its default, credentials
+// included; Init has it show them redacted.
 //
 // ErrorLog gives the binaries a logger for their fatal errors.
 package microcli
@@ -24,8 +26,9 @@ import (
 	"github.com/micro/go-micro/v2"
 )
 
-// Init parses the command line of service through service.Init and then
-// calls apply, if it is not nil, with the parsed flags; flags declared
+// Init parses the command line of service through service.Init, with
+// credentials redacted from --help, and then calls apply, if it is not
+// nil, with the parsed flags; flags declared
 // with a Destination have been stored by then, so apply is the place to
 // validate them and to set up what depends on them.
 //
@@ -38,6 +41,7 @@ import (
 // with status 1. Init is meant for main packages: inside `go test` it
 // would parse the test binary's flags.
 func Init(service micro.Service, apply func(*cli.Context) error) bool {
+	redactHelp()
 	proceed := false
 	service.Init(micro.Action(func(c *cli.Context) error {
 		if c.Args().Present() {

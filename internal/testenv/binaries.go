@@ -87,8 +87,14 @@ func build(root string, pkgs []string) (string, error) {
 // removes the binaries it built; call it from TestMain:
 //
 //	func TestMain(m *testing.M) { testenv.Main(m) }
-func Main(m *testing.M) {
+//
+// Each of after, if any, is called once the tests have run, with m.Run's
+// exit code (0: every test passed), for work such as writing a report.
+func Main(m *testing.M, after ...func(code int)) {
 	code := m.Run()
+	for _, f := range after {
+		f(code)
+	}
 	if built.dir != "" {
 		if err := os.RemoveAll(built.dir); err != nil {
 			fmt.Fprintf(os.Stderr, "testenv: remove test binaries: %v\n", err)

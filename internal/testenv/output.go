@@ -28,6 +28,20 @@ func (b *outputBuffer) String() string {
 	return b.buf.String()
 }
 
+// from returns what was written after the first offset bytes, or "" if
+// nothing was.
+func (b *outputBuffer) from(offset int) string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if offset < 0 {
+		offset = 0
+	}
+	if offset >= b.buf.Len() {
+		return ""
+	}
+	return string(b.buf.Bytes()[offset:])
+}
+
 // logTailLines is how much of a process's output failure messages show.
 const logTailLines = 40
 

@@ -83,6 +83,10 @@ func (p *Process) Pid() int { return p.cmd.Process.Pid }
 // order they arrived.
 func (p *Process) Output() string { return p.combined.String() }
 
+// OutputFrom returns the part of Output after its first offset bytes: a
+// reader following a long output takes only what is new.
+func (p *Process) OutputFrom(offset int) string { return p.combined.from(offset) }
+
 // Stdout returns what the process wrote to its standard output so far.
 func (p *Process) Stdout() string { return p.stdout.String() }
 

@@ -123,7 +123,7 @@ func TestProcessKillEndsWholeGroup(t *testing.T) {
 	if !p.Exited() {
 		t.Fatal("process still running after Kill")
 	}
-	waitUntil(t, 10*time.Second, "the background child to die with its group", func() bool { return !alive(childPid) })
+	WaitFor(t, 10*time.Second, "the background child to die with its group", func() bool { return !alive(childPid) })
 }
 
 func TestEtcdKeepsDataAcrossRestart(t *testing.T) {
@@ -341,22 +341,6 @@ func queueURL(t *testing.T, endpoint, name string) azqueue.QueueURL {
 		t.Fatalf("parse queue URL: %v", err)
 	}
 	return azqueue.NewQueueURL(*u, azqueue.NewPipeline(credential, azqueue.PipelineOptions{}))
-}
-
-// waitUntil polls cond until it holds, failing the test after timeout.
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	ticker := time.NewTicker(10 * time.Millisecond)
-	defer ticker.Stop()
-	for !cond() {
-		select {
-		case <-deadline.C:
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		case <-ticker.C:
-		}
-	}
 }
 
 // alive reports whether pid is a live process; a zombie counts as dead.

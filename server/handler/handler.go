@@ -23,6 +23,16 @@ const (
 	// DefaultMaxStreamCount is the largest count Stream accepts unless
 	// MaxStreamCount says otherwise.
 	DefaultMaxStreamCount = 100000
+
+	// DefaultMaxMessageSize is the largest gRPC message, in bytes, the
+	// server accepts by default: room to spare above the largest valid
+	// request (a Call with a MaxNameLength name), small enough that a
+	// client cannot make the server buffer much per call.
+	DefaultMaxMessageSize = 64 << 10
+
+	// MinMaxMessageSize is the smallest message size limit that still
+	// lets every valid request through.
+	MinMaxMessageSize = MaxNameLength + 64
 )
 
 // Example implements example.ExampleHandler. The zero value is not ready

@@ -2,6 +2,7 @@ package subscriber
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -37,6 +38,22 @@ func TestRecorderHandle(t *testing.T) {
 				"Micro-Id=id-1", "Micro-Topic=example.events", "Micro-From-Service=poc.client-azqueue-pub",
 			},
 			notWant: []string{"Unrelated"},
+		},
+		{
+			name: "first delivery by the azqueue broker",
+			ctx: metadata.NewContext(context.Background(), metadata.Metadata{
+				"Micro-Id": "id-2", "Azqueue-Dequeue-Count": "1",
+			}),
+			say:      "hello #3",
+			wantLine: []string{`received event "hello #3" (#1, Micro-Id=id-2)`},
+		},
+		{
+			name: "redelivery by the azqueue broker",
+			ctx: metadata.NewContext(context.Background(), metadata.Metadata{
+				"Micro-Id": "id-3", "Azqueue-Dequeue-Count": "3",
+			}),
+			say:      "hello #4",
+			wantLine: []string{`received event "hello #4" (#1, Micro-Id=id-3, Azqueue-Dequeue-Count=3)`},
 		},
 		{
 			name:     "without metadata",
@@ -83,6 +100,32 @@ func TestRecorderHandle(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestRecorderFailsTheEventsFailMatchingSelects(t *testing.T) {
+	log := captureLog(t)
+	r := Recorder{FailMatching: "poison"}
+
+	err := r.Handle(context.Background(), &example.Message{Say: "a poison pill #1"})
+	if !errors.Is(err, ErrInjected) {
+		t.Fatalf("Handle(matching event) error = %v, want ErrInjected", err)
+	}
+	if want := `event "a poison pill #1" contains "poison"`; !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not say %q", err, want)
+	}
+	if err := r.Handle(context.Background(), &example.Message{Say: "a healthy event #2"}); err != nil {
+		t.Fatalf("Handle(other event) error = %v", err)
+	}
+	if r.Count() != 1 || r.Failed() != 1 {
+		t.Errorf("Count() = %d, Failed() = %d, want 1 and 1", r.Count(), r.Failed())
+	}
+	if lines := log.lines(); len(lines) != 1 || !strings.Contains(lines[0], `received event "a healthy event #2"`) {
+		t.Errorf("want only the healthy event logged as received, got %q", lines)
+	}
+	long := strings.Repeat("poison ", 100)
+	if err := r.Handle(context.Background(), &example.Message{Say: long}); err == nil || len(err.Error()) > 300 {
+		t.Errorf("error for a long event text should be shortened, got %d bytes: %v", len(fmt.Sprint(err)), err)
 	}
 }
 
