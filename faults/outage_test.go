@@ -49,20 +49,23 @@ func publishedSays(t *testing.T, stdout string) []string {
 //
 // Asserted: the server keeps running through the outage and logs it in a
 // bounded number of lines (the poll loop's throttled report, plus at most
-// one line per message it held and could not settle), not one per poll; it recovers without help, within its failing-poll backoff; the
-// publisher exits with a non-zero status and one clear line naming the
-// event it could not publish and why, and every event it reported
-// published is handled; a publisher started after the outage succeeds;
-// nothing is lost and the queue ends empty.
+// one line per message it held and could not settle), not one per poll; it
+// recovers without help, within its failing-poll backoff's longest pause
+// (10s at defaults); the publisher exits with a non-zero status and one
+// clear line naming the event it could not publish and why, and every
+// event it reported published is handled; a publisher started after the
+// outage succeeds; nothing is lost and the queue ends empty.
 func TestAzuriteOutageDuringConsumptionAndPublishing(t *testing.T) {
 	s := newStack(t)
 	const (
 		outage     = 15 * time.Second
 		visibility = 10 * time.Second
 		backlog    = 1500
-		// recoveryBound is the failing-poll backoff's longest pause plus a
-		// poll's SDK retries: the latest a poll can come after the outage.
-		recoveryBound = 30*time.Second + 5*time.Second
+		// recoveryBound is the failing-poll backoff's longest pause (the
+		// default PollInterval maximum, 10s) plus a poll's SDK retries and
+		// the handling: the latest an event can be handled after the
+		// outage.
+		recoveryBound = 10*time.Second + 5*time.Second
 	)
 	backlogSays := s.publishEvents("backlog", backlog)
 	server := s.startServer("server", []string{fmt.Sprintf("AZQUEUE_VISIBILITY_TIMEOUT=%s", visibility)})

@@ -128,8 +128,11 @@
 // the maximum (default 10s) of PollInterval, each pause drawn from 50-100%
 // of it (never below the minimum) and from 90-100% of the maximum once
 // there, so an idle subscription at defaults makes at most 60/9 = 6.7
-// requests a minute. Transport errors have their own backoff and are logged
-// at most every 30s with a count. A publish from this process to a queue it
+// requests a minute. A failing poll (service unreachable, throttling,
+// authentication refused) backs off from ten times the minimum to the
+// maximum, or 10s if that is longer, so at defaults it costs no more
+// requests than an idle queue and resumes within 10s of the service's
+// return; such errors are logged at most every 30s with a count. A publish from this process to a queue it
 // consumes wakes the poller at once.
 //
 // Shutdown: Unsubscribe stops polling (an in-flight dequeue gets 2s to finish

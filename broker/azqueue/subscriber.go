@@ -55,6 +55,10 @@ func (b *Broker) Subscribe(topic string, h broker.Handler, opts ...broker.Subscr
 // finish hands them straight back.
 const dequeueGrace = 2 * time.Second
 
+// failingPollMax is the least longest pause between failing polls, so that
+// a subscription tuned to poll fast does not hammer a service that is down.
+const failingPollMax = 10 * time.Second
+
 // subscription is one (topic, group) consumer: a poll loop feeding up to
 // cfg.concurrency handlers.
 type subscription struct {
@@ -151,7 +155,12 @@ func (s *subscription) Unsubscribe() error {
 func (s *subscription) poll() {
 	defer close(s.done)
 	idle := newBackoff(s.cfg.pollMin, s.cfg.pollMax)
-	failing := newBackoff(s.cfg.pollMin*10, 30*time.Second)
+	// A failing poll backs off from ten times the shortest pause to the
+	// longest, or failingPollMax if that is longer: at defaults a service
+	// that is down or refusing is polled no more often than an idle queue,
+	// and found again within one longest pause of its return.
+	failingMax := max(s.cfg.pollMax, failingPollMax)
+	failing := newBackoff(min(s.cfg.pollMin*10, failingMax), failingMax)
 	for {
 		want := s.reserve(s.cfg.batchSize, s.lowWater())
 		if want == 0 {
