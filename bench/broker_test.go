@@ -111,29 +111,15 @@ func (e *sdkEnv) warmUp(tb testing.TB) {
 	ev := publisher(topic, br)
 	defer e.service.NewQueueURL(queueFor(topic)).Delete(ctx)
 
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	var failed atomic.Int64
-	for range fillWorkers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := next.Add(1); i <= 2*warmUpMessages; i = next.Add(1) {
-				var err error
-				if i%2 == 0 {
-					_, err = m.Enqueue(ctx, text, 0, 0)
-				} else {
-					err = ev.Publish(ctx, event)
-				}
-				if err != nil {
-					failed.Add(1)
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if failed.Load() > 0 {
-		tb.Fatalf("warm Azurite up: %d enqueues or publishes failed", failed.Load())
+	err := inParallel(2*warmUpMessages, fillWorkers, func(i int) error {
+		if i%2 == 0 {
+			_, err := m.Enqueue(ctx, text, 0, 0)
+			return err
+		}
+		return ev.Publish(ctx, event)
+	})
+	if err != nil {
+		tb.Fatalf("warm Azurite up: %v", err)
 	}
 	s, err := br.Subscribe(topic, func(broker.Event) error { return nil })
 	if err != nil {
@@ -497,16 +483,29 @@ func fill(b *testing.B, q sdk.MessagesURL, w wire) {
 	b.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
 	defer cancel()
+	err := inParallel(consumeBacklog, fillWorkers, func(i int) error {
+		text, _ := w.unique(i)
+		_, err := q.Enqueue(ctx, text, 0, 0)
+		return err
+	})
+	if err != nil {
+		b.Fatalf("fill the backlog: %v", err)
+	}
+}
+
+// inParallel runs job(0) to job(n-1) on the given number of goroutines and
+// returns the first error of each goroutine, joined; a goroutine stops at
+// its first error.
+func inParallel(n, workers int, job func(i int) error) error {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	errs := make([]error, fillWorkers)
-	for k := range fillWorkers {
+	errs := make([]error, workers)
+	for k := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := int(next.Add(1)) - 1; i < consumeBacklog; i = int(next.Add(1)) - 1 {
-				text, _ := w.unique(i)
-				if _, err := q.Enqueue(ctx, text, 0, 0); err != nil {
+			for i := int(next.Add(1)) - 1; i < n; i = int(next.Add(1)) - 1 {
+				if err := job(i); err != nil {
 					errs[k] = err
 					return
 				}
@@ -514,9 +513,7 @@ func fill(b *testing.B, q sdk.MessagesURL, w wire) {
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		b.Fatalf("fill the backlog: %v", err)
-	}
+	return errors.Join(errs...)
 }
 
 // exactlyOnce records deliveries by id and checks every id came once.
