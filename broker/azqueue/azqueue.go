@@ -181,7 +181,9 @@ func (b *Broker) newService() (storage.Service, string, error) {
 		Credential: credential,
 		Retry:      retryOptions,
 		HTTPClient: b.httpClient(),
-		Policies:   []pipeline.Factory{requestCounter(&b.stats.requests)},
+		// Counted per try and per request: the difference is the retries.
+		Policies:        []pipeline.Factory{requestCounter(&b.stats.requests)},
+		RequestPolicies: []pipeline.Factory{requestCounter(&b.stats.firstTries)},
 	})
 	return storage.NewService(endpoint, p), creds.Endpoint.Redacted(), nil
 }

@@ -909,8 +909,10 @@ func testIdleSubscriptionAtDefaultsPollsAtMostSevenTimesAMinute(t *testing.T, e 
 	if got := requests(); got < 2 {
 		t.Errorf("%d requests in %s, want at least 2 (pauses are at most 10s)", got, window)
 	}
-	if s := b.Stats(); s.Requests-start.Requests != s.Polls-start.Polls {
-		t.Errorf("stats %s: %d requests for %d polls, want one each", s, s.Requests-start.Requests, s.Polls-start.Polls)
+	// Nothing but polls runs: every request is a poll, or the SDK's retry
+	// of one whose try failed (rare, but a loaded machine sees it).
+	if s := b.Stats(); s.Requests-start.Requests != s.Polls-start.Polls+s.RequestRetries-start.RequestRetries {
+		t.Errorf("stats %s: %d requests for %d polls and %d retries, want one each", s, s.Requests-start.Requests, s.Polls-start.Polls, s.RequestRetries-start.RequestRetries)
 	}
 }
 

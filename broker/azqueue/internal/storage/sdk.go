@@ -25,6 +25,9 @@ type PipelineConfig struct {
 	// Policies run after the retry policy, once per try, closest to the wire;
 	// the broker uses one to count requests.
 	Policies []pipeline.Factory
+	// RequestPolicies run before the retry policy, once per request however
+	// many tries it takes; the broker uses one to count retries.
+	RequestPolicies []pipeline.Factory
 }
 
 // NewPipeline builds the request pipeline. Unlike azqueue.NewPipeline it has
@@ -40,8 +43,9 @@ func NewPipeline(c PipelineConfig) pipeline.Pipeline {
 		azqueue.NewTelemetryPolicyFactory(azqueue.TelemetryOptions{Value: "poc-go-micro-azqueue"}),
 		azqueue.NewUniqueRequestIDPolicyFactory(),
 		keepDeadline(),
-		azqueue.NewRetryPolicyFactory(c.Retry),
 	}
+	factories = append(factories, c.RequestPolicies...)
+	factories = append(factories, azqueue.NewRetryPolicyFactory(c.Retry))
 	factories = append(factories, c.Policies...)
 	if c.Credential != nil {
 		factories = append(factories, c.Credential)

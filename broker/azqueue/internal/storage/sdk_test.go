@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-pipeline-go/pipeline"
 	"github.com/Azure/azure-storage-queue-go/azqueue"
 )
 
@@ -89,4 +90,42 @@ func TestCallerDeadlineBoundsARequestWithoutCuttingIt(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestRequestPoliciesSeeARequestOncePoliciesEveryTry(t *testing.T) {
+	var answers atomic.Int64
+	server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if answers.Add(1) == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable) // retried by the SDK
+			return
+		}
+		w.Header().Set("Content-Type", "application/xml")
+		fmt.Fprint(w, `<?xml version="1.0" encoding="utf-8"?><EnumerationResults><Queues /><NextMarker /></EnumerationResults>`)
+	}))
+	t.Cleanup(server.Close)
+	u, err := url.Parse(server.URL + "/account")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tries, requests atomic.Int64
+	svc := NewService(*u, NewPipeline(PipelineConfig{
+		Retry:           azqueue.RetryOptions{MaxTries: 3, RetryDelay: time.Millisecond, MaxRetryDelay: time.Millisecond},
+		Policies:        []pipeline.Factory{counting(&tries)},
+		RequestPolicies: []pipeline.Factory{counting(&requests)},
+	}))
+	if _, err := svc.ListQueues(context.Background(), ""); err != nil {
+		t.Fatalf("ListQueues: %v", err)
+	}
+	if answers.Load() != 2 || tries.Load() != 2 || requests.Load() != 1 {
+		t.Errorf("server answered %d times; Policies saw %d tries and RequestPolicies %d requests, want 2, 2 and 1", answers.Load(), tries.Load(), requests.Load())
+	}
+}
+
+func counting(n *atomic.Int64) pipeline.Factory {
+	return pipeline.FactoryFunc(func(next pipeline.Policy, _ *pipeline.PolicyOptions) pipeline.PolicyFunc {
+		return func(ctx context.Context, r pipeline.Request) (pipeline.Response, error) {
+			n.Add(1)
+			return next.Do(ctx, r)
+		}
+	})
 }
