@@ -26,7 +26,6 @@ import (
 	"github.com/micro/go-micro/v2"
 	"github.com/micro/go-micro/v2/client"
 
-	"github.com/poc-go-micro/poc-go-micro/broker/azqueue"
 	"github.com/poc-go-micro/poc-go-micro/internal/clientcmd"
 	"github.com/poc-go-micro/poc-go-micro/internal/microcli"
 	"github.com/poc-go-micro/poc-go-micro/proto/example"
@@ -84,8 +83,7 @@ func main() {
 	// publish is being waited for.
 	context.AfterFunc(ctx, stop)
 
-	service := clientcmd.NewService("poc.client-azqueue-pub", "publishes example.Message events to a topic through go-micro's broker", flags,
-		micro.Broker(azqueue.NewBroker()))
+	service := clientcmd.NewService("poc.client-azqueue-pub", "publishes example.Message events to a topic through go-micro's broker", flags)
 	if !settings.Init(service, checkFlags) {
 		return
 	}

@@ -15,59 +15,32 @@ import (
 	"testing"
 	"time"
 
-	"gopkg.in/yaml.v2"
-
 	"github.com/poc-go-micro/poc-go-micro/broker/azqueue"
+	"github.com/poc-go-micro/poc-go-micro/internal/composefile"
 	"github.com/poc-go-micro/poc-go-micro/internal/testenv"
 	"github.com/poc-go-micro/poc-go-micro/proto/example"
 )
 
-// The Docker setup (docker-compose.yml, Dockerfile) cannot be run here:
-// there is no Docker engine. These tests keep it honest without one: the
-// compose file configures the binaries only with settings they document
-// and the README lists, its services agree with each other and with the
-// binaries' defaults, its images are pinned, and the binaries, run with
-// its very environment against a local etcd and Azurite, play the demo it
-// promises.
+// The Docker setup (docker-compose.yml, Dockerfile) runs for real in
+// containers in compose/ (make compose-demo). These tests are its quick,
+// engine-free half: the compose file configures the binaries only with
+// settings they document and the README lists, through one environment
+// block its services share; its services agree with each other and with
+// the binaries' defaults; its images are pinned; and the binaries, run on
+// the host with its very environment against a local etcd and Azurite,
+// play the demo it promises.
 
-// composeFile is what the tests read of docker-compose.yml.
-type composeFile struct {
-	Services map[string]composeService `yaml:"services"`
-}
-
-type composeService struct {
-	Image       string                       `yaml:"image"`
-	Build       *composeBuild                `yaml:"build"`
-	Command     []string                     `yaml:"command"`
-	Environment map[string]string            `yaml:"environment"`
-	DependsOn   map[string]composeDependency `yaml:"depends_on"`
-	Healthcheck *struct {
-		Test []string `yaml:"test"`
-	} `yaml:"healthcheck"`
-}
-
-type composeBuild struct {
-	Context string            `yaml:"context"`
-	Target  string            `yaml:"target"`
-	Args    map[string]string `yaml:"args"`
-}
-
-type composeDependency struct {
-	Condition string `yaml:"condition"`
-}
+// composeFile is docker-compose.yml, with the checks of these tests.
+type composeFile struct{ composefile.File }
 
 // loadCompose reads the repository's docker-compose.yml.
 func loadCompose(t *testing.T) composeFile {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(t), "docker-compose.yml"))
+	f, err := composefile.Load(testenv.RepoRoot(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c composeFile
-	if err := yaml.Unmarshal(raw, &c); err != nil {
-		t.Fatalf("parse docker-compose.yml: %v", err)
-	}
-	return c
+	return composeFile{f}
 }
 
 // binaryServices maps each binary of testenv.Binaries to the compose
@@ -75,12 +48,7 @@ func loadCompose(t *testing.T) composeFile {
 // none.
 func (c composeFile) binaryServices(t *testing.T) map[string]string {
 	t.Helper()
-	services := make(map[string]string)
-	for name, svc := range c.Services {
-		if svc.Build != nil {
-			services[svc.Build.Target] = name
-		}
-	}
+	services := c.BuiltServices()
 	for _, pkg := range testenv.Binaries {
 		if _, ok := services[filepath.Base(pkg)]; !ok {
 			t.Fatalf("docker-compose.yml has no service built with target %q", filepath.Base(pkg))
@@ -364,8 +332,10 @@ func TestComposeServicesAgree(t *testing.T) {
 	}
 }
 
-// checkHealthyDependency checks that service depends on the compose
-// service dependency, started once its health check passes.
+// checkHealthyDependency checks that service starts only once the compose
+// service dependency passes its health check: it depends on it with
+// condition service_healthy, or on a service that starts only then (the
+// clients start with the server, which waits for etcd and Azurite).
 func (c composeFile) checkHealthyDependency(t *testing.T, service, dependency string) {
 	t.Helper()
 	dep, ok := c.Services[dependency]
@@ -374,9 +344,26 @@ func (c composeFile) checkHealthyDependency(t *testing.T, service, dependency st
 		t.Errorf("compose: %s uses host %q, which is no compose service", service, dependency)
 	case dep.Healthcheck == nil || len(dep.Healthcheck.Test) == 0:
 		t.Errorf("compose: %s has no health check, so %s cannot wait for it", dependency, service)
-	case c.Services[service].DependsOn[dependency].Condition != "service_healthy":
-		t.Errorf("compose: %s must depend on %s with condition service_healthy", service, dependency)
+	case !c.startsAfterHealthy(service, dependency, len(c.Services)):
+		t.Errorf("compose: %s must depend on %s with condition service_healthy (or on a service that does)", service, dependency)
 	}
+}
+
+// startsAfterHealthy reports whether service starts after dependency is
+// healthy, following at most depth links of depends_on.
+func (c composeFile) startsAfterHealthy(service, dependency string, depth int) bool {
+	if depth == 0 {
+		return false
+	}
+	for name, dep := range c.Services[service].DependsOn {
+		if name == dependency && dep.Condition == "service_healthy" {
+			return true
+		}
+		if c.startsAfterHealthy(name, dependency, depth-1) {
+			return true
+		}
+	}
+	return false
 }
 
 // connectionStringValue returns the value of key in an Azure Storage
@@ -398,8 +385,9 @@ func TestComposeImagesArePinned(t *testing.T) {
 	root := testenv.RepoRoot(t)
 
 	// The services we do not build run official images at exact versions:
-	// Azurite the one the local runs use, etcd of the 3.4 or 3.5 line
-	// (the go-micro etcd client speaks the v3 API of both).
+	// Azurite the one the local runs use, etcd of a line whose v3 API the
+	// go-micro etcd client (v3.3) speaks: 3.4 (the local runs' Debian
+	// etcd) to 3.6 (the compose demo's, run in compose/).
 	var tools struct {
 		Dependencies map[string]string `json:"dependencies"`
 	}
@@ -424,8 +412,8 @@ func TestComposeImagesArePinned(t *testing.T) {
 	if want := "mcr.microsoft.com/azure-storage/azurite:" + tools.Dependencies["azurite"]; compose.Services["azurite"].Image != want {
 		t.Errorf("compose: azurite runs %q, want %q (the version in tools/package.json)", compose.Services["azurite"].Image, want)
 	}
-	if etcd := compose.Services["etcd"].Image; !strings.Contains(etcd, "/etcd:v3.5.") && !strings.Contains(etcd, "/etcd:v3.4.") {
-		t.Errorf("compose: etcd runs %q, want an official etcd image of the v3.4 or v3.5 line", etcd)
+	if etcd := compose.Services["etcd"].Image; !regexp.MustCompile(`^gcr\.io/etcd-development/etcd:v3\.[456]\.\d+$`).MatchString(etcd) {
+		t.Errorf("compose: etcd runs %q, want an official etcd image of the v3.4, v3.5 or v3.6 line", etcd)
 	}
 
 	// Every binary's image is a stage of the Dockerfile, which builds with
@@ -468,12 +456,14 @@ func TestComposeImagesArePinned(t *testing.T) {
 	}
 }
 
-// TestComposeDemo runs what `docker-compose up` runs, without Docker: the
-// binaries with the environment docker-compose.yml gives them, all
-// started at once, against a local etcd and Azurite standing in for the
-// compose services. Host names of compose services become the local
-// addresses; nothing else changes.
-func TestComposeDemo(t *testing.T) {
+// TestComposeEnvironmentRunsTheDemoOnTheHost runs what `docker-compose
+// up` runs, without Docker: the binaries with the environment
+// docker-compose.yml gives them (the shared block included, so every
+// binary gets MICRO_BROKER=azqueue and the Azure credentials), all started
+// at once, against a local etcd and Azurite standing in for the compose
+// services. Host names of compose services become the local addresses;
+// nothing else changes.
+func TestComposeEnvironmentRunsTheDemoOnTheHost(t *testing.T) {
 	compose := loadCompose(t)
 	services := compose.binaryServices(t)
 	s := newStack(t)
@@ -523,19 +513,9 @@ func TestComposeDemo(t *testing.T) {
 	}
 
 	// What the README's "Run it in Docker" says each client prints.
-	env := func(binary, name string) string { return compose.Services[services[binary]].Environment[name] }
-	want := map[string][]string{
-		"client-pingpong": {
-			"greeting: Hello " + env("client-pingpong", "POC_NAME") + "\n",
-			fmt.Sprintf("pingpong: %[1]s/%[1]s strokes echoed", env("client-pingpong", "POC_ROUNDS")),
-		},
-		"client-stream": {
-			fmt.Sprintf("stream: received %[1]s/%[1]s in ", env("client-stream", "POC_COUNT")),
-			fmt.Sprintf("duplex: %[1]s/%[1]s strokes in order in ", env("client-stream", "POC_STROKES")),
-		},
-		"client-azqueue-pub": {
-			fmt.Sprintf("total: %s events published to %q (broker azqueue)", env("client-azqueue-pub", "POC_COUNT"), env("client-azqueue-pub", "POC_TOPIC")),
-		},
+	want, err := compose.ClientOutputs()
+	if err != nil {
+		t.Fatal(err)
 	}
 	for binary, p := range clients {
 		code, err := p.Wait(startTimeout + clientTimeout)
@@ -554,12 +534,12 @@ func TestComposeDemo(t *testing.T) {
 		return
 	}
 
-	events, err := strconv.Atoi(env("client-azqueue-pub", "POC_COUNT"))
+	events, err := compose.PublishedEvents()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := 1; i <= events; i++ {
-		server.WaitForOutput(t, fmt.Sprintf("received event %q", fmt.Sprintf("%s #%d", env("client-azqueue-pub", "POC_SAY"), i)), eventTimeout)
+	for _, event := range events {
+		server.WaitForOutput(t, fmt.Sprintf("received event %q", event), eventTimeout)
 	}
 	// docker-compose down (or Ctrl-C on up) stops the server with SIGTERM.
 	if err := server.Signal(syscall.SIGTERM); err != nil {
@@ -568,8 +548,76 @@ func TestComposeDemo(t *testing.T) {
 	if code, err := server.Wait(stopTimeout); err != nil || code != 0 {
 		t.Fatalf("server after SIGTERM: exit %d, %v\n%s", code, err, server.Output())
 	}
-	if want := fmt.Sprintf("stopped: received %d events", events); !strings.Contains(server.Output(), want) {
+	if want := fmt.Sprintf("stopped: received %d events", len(events)); !strings.Contains(server.Output(), want) {
 		t.Errorf("server log lacks %q:\n%s", want, server.Output())
 	}
 	assertClean(t, "server", server)
+}
+
+// sharedSettings are the settings every service of a stack has, which
+// docker-compose.yml's x-environment block must hold.
+var sharedSettings = []string{"MICRO_REGISTRY", "MICRO_REGISTRY_ADDRESS", "MICRO_BROKER"}
+
+// TestComposeSharesOneEnvironment checks the shape users write compose
+// files in: the settings every service has (registry, broker, Azure
+// credentials) in one block that every service merges unchanged.
+func TestComposeSharesOneEnvironment(t *testing.T) {
+	compose := loadCompose(t)
+	for _, name := range sharedSettings {
+		if compose.Shared[name] == "" {
+			t.Errorf("docker-compose.yml: x-environment lacks %s", name)
+		}
+	}
+	credentials := 0
+	for name := range compose.Shared {
+		if slices.Contains(azureCredentialEnv, name) {
+			credentials++
+		}
+	}
+	if credentials == 0 {
+		t.Errorf("docker-compose.yml: x-environment has no Azure credentials (one of %v)", azureCredentialEnv)
+	}
+	for binary, service := range compose.binaryServices(t) {
+		env := compose.Services[service].Environment
+		for name, value := range compose.Shared {
+			if env[name] != value {
+				t.Errorf("compose: %s (%s) sets %s=%q, not the shared %q: merge x-environment unchanged", service, binary, name, env[name], value)
+			}
+		}
+	}
+}
+
+// TestRPCClientsIgnoreTheBrokerTheyDoNotUse runs the RPC clients the way a
+// stack's shared environment configures them, MICRO_BROKER=azqueue set,
+// with and without usable Azure credentials: they never connect the
+// broker, so neither may make them fail.
+func TestRPCClientsIgnoreTheBrokerTheyDoNotUse(t *testing.T) {
+	s := newStack(t)
+	s.startServer()
+	noCredentials := []string{"MICRO_BROKER=azqueue"}
+	for _, name := range azureCredentialEnv {
+		noCredentials = append(noCredentials, name+"=")
+	}
+	tests := []struct {
+		name string
+		env  []string
+	}{
+		{"with the stack's credentials", []string{"MICRO_BROKER=azqueue", "AZURE_STORAGE_CONNECTION_STRING=" + s.azurite.ConnectionString()}},
+		{"with no credentials at all", noCredentials},
+		{"with a malformed connection string", []string{"MICRO_BROKER=azqueue", "AZURE_STORAGE_CONNECTION_STRING=not a connection string"}},
+	}
+	for _, tt := range tests {
+		for client, args := range map[string][]string{
+			"client-pingpong": {"--rounds=2"},
+			"client-stream":   {"--count=3", "--duplex", "--strokes=3"},
+		} {
+			t.Run(tt.name+"/"+client, func(t *testing.T) {
+				p := testenv.StartProcess(t, client, s.bin+"/"+client, s.args(append(args, "--service="+s.service)...), tt.env)
+				if code, err := p.Wait(clientTimeout); err != nil || code != 0 {
+					t.Fatalf("%s with %v: exit %d, %v\n%s", client, tt.env, code, err, p.Output())
+				}
+				assertClean(t, client, p)
+			})
+		}
+	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/micro/go-plugins/registry/etcd/v2"
 	"go.uber.org/zap"
 
+	"github.com/poc-go-micro/poc-go-micro/broker/azqueue"
 	"github.com/poc-go-micro/poc-go-micro/internal/microcli"
 	"github.com/poc-go-micro/poc-go-micro/internal/version"
 	"github.com/poc-go-micro/poc-go-micro/proto/example"
@@ -85,15 +86,21 @@ func (s *Settings) WaitFlag(forWhat string) cli.Flag {
 
 // NewService returns the go-micro service a client binary runs as, named
 // name, described in --help by description, and taking flags besides
-// go-micro's own. Its client speaks gRPC and its registry is etcd, both
-// changeable with go-micro's flags and environment (--registry,
-// --registry_address, MICRO_REGISTRY, ...). opts, such as micro.Broker,
-// apply right after the client is set, so that the registry reaches
-// whatever they set up.
+// go-micro's own. Its client speaks gRPC, its broker is Azure Storage
+// Queues and its registry is etcd, each changeable with go-micro's flags
+// and environment (--registry, --broker, MICRO_REGISTRY_ADDRESS, ...).
+// opts apply right after the client and the broker are set, so that the
+// registry reaches whatever they set up.
+//
+// Every client has the azqueue broker, including those that only make
+// RPCs and never connect it: a stack is configured with one environment
+// for all its services (docker-compose.yml), and MICRO_BROKER=azqueue in it
+// must name a broker every binary knows. go-micro fails at start with
+// "Broker azqueue not found" otherwise.
 func NewService(name, description string, flags []cli.Flag, opts ...micro.Option) micro.Service {
 	// The client goes first: later options configure the client that
 	// exists when they run.
-	all := append([]micro.Option{micro.Client(grpcclient.NewClient())}, opts...)
+	all := append([]micro.Option{micro.Client(grpcclient.NewClient()), micro.Broker(azqueue.NewBroker())}, opts...)
 	all = append(all,
 		micro.Name(name),
 		micro.Registry(etcd.NewRegistry(etcdregistry.LogConfig(quietEtcdLog()))),
