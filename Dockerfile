@@ -1,10 +1,12 @@
-# syntax=docker/dockerfile:1
-#
 # Container images of every binary of this repository, from one Dockerfile:
 # the build stage compiles all four binaries at once with the pinned Go
 # toolchain, and each final stage, named after its binary, ships one of them
-# in a distroless static image as the non-root user. Needs BuildKit (the
-# default builder of Docker 23 and later) for the cache mounts.
+# in a distroless static image as the non-root user. Needs BuildKit for
+# the cache mounts: the default builder of Docker 23 and later, and
+# DOCKER_BUILDKIT=1 on Docker 20.10. There is no `# syntax=` line on
+# purpose: the Dockerfile frontend built into BuildKit reads this file, so
+# a build pulls nothing but the two base images below (a syntax line would
+# pull docker/dockerfile from Docker Hub on every build).
 #
 #   docker build --target client-stream --build-arg VERSION="$(git describe --always --dirty)" -t poc-go-micro/client-stream .
 #

@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
 # install-deps.sh installs what the project needs besides Go, Node and make:
-# etcd and etcdctl, protoc, docker-compose (Debian packages), Azurite and
+# etcd and etcdctl, protoc, Docker (dockerd, its 20.10 client and
+# iptables), docker-compose and debootstrap (Debian packages), Azurite and
 # dockerfilelint (npm, pinned in tools/package-lock.json) and the Go code
 # generators (pinned in tools/go.mod, installed into bin/tools). Safe to
 # re-run: steps already done are skipped, so it is fast when everything is
 # present.
+#
+# Docker: a machine whose Docker engine answers needs no dockerd of ours;
+# otherwise the compose tests start Debian's dockerd themselves. debootstrap
+# makes the Debian root file system of the local stand-ins for base images
+# that cannot be pulled; it is installed where apt is (elsewhere the
+# images are pulled).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -16,6 +23,7 @@ package_of() {
 	etcd) echo etcd-server ;;
 	etcdctl) echo etcd-client ;;
 	protoc) echo protobuf-compiler ;;
+	dockerd) echo docker.io ;;
 	*) echo "$1" ;;
 	esac
 }
@@ -51,13 +59,31 @@ stop_packaged_etcd() {
 	fi
 }
 
+# have reports whether command $1 is installed, in PATH or in the sbin
+# folders a non-root PATH may lack.
+have() {
+	command -v "$1" >/dev/null || [[ -x /usr/sbin/$1 || -x /sbin/$1 ]]
+}
+
+# docker_answers reports whether a Docker engine answers the docker client.
+docker_answers() {
+	command -v docker >/dev/null && timeout 15 docker version --format '{{.Server.Version}}' >/dev/null 2>&1
+}
+
 # 1. System packages.
+commands=(etcd etcdctl protoc docker-compose)
+if ! docker_answers; then
+	commands+=(dockerd iptables)
+fi
+if command -v apt-get >/dev/null; then
+	commands+=(debootstrap)
+fi
 missing=()
-for cmd in etcd etcdctl protoc docker-compose; do
-	command -v "$cmd" >/dev/null || missing+=("$(package_of "$cmd")")
+for cmd in "${commands[@]}"; do
+	have "$cmd" || missing+=("$(package_of "$cmd")")
 done
 if ((${#missing[@]} == 0)); then
-	echo "deps: etcd, etcdctl, protoc, docker-compose present"
+	echo "deps: ${commands[*]} present"
 elif [[ $(id -u) != 0 ]] || ! command -v apt-get >/dev/null; then
 	echo "deps: missing packages, install them as root: apt-get install -y --no-install-recommends ${missing[*]}" >&2
 	echo "deps: (elsewhere, install the equivalents of: ${missing[*]})" >&2

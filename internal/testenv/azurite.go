@@ -106,7 +106,7 @@ func (a *Azurite) start() error {
 	a.proc = StartProcess(a.t, "azurite", a.binary, args, nil)
 	if err := waitReady(a.proc, a.answers); err != nil {
 		a.proc.Kill()
-		return fmt.Errorf("wait for Azurite on %s to answer: %w\nAzurite output:\n%s", a.Endpoint(), err, tail(a.proc.Output(), logTailLines))
+		return fmt.Errorf("wait for Azurite on %s to answer: %w\nAzurite output:\n%s", a.Endpoint(), err, Tail(a.proc.Output(), logTailLines))
 	}
 	return nil
 }

@@ -116,7 +116,7 @@ func (e *Etcd) start() error {
 	e.proc = startProcess(e.t, "etcd", e.binary, e.args(), environWithout("ETCD_"))
 	if err := waitReady(e.proc, e.healthy); err != nil {
 		e.proc.Kill()
-		return fmt.Errorf("wait for etcd on %s to be healthy: %w\netcd output:\n%s", e.Endpoint(), err, tail(e.proc.Output(), logTailLines))
+		return fmt.Errorf("wait for etcd on %s to be healthy: %w\netcd output:\n%s", e.Endpoint(), err, Tail(e.proc.Output(), logTailLines))
 	}
 	return nil
 }

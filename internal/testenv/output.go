@@ -45,8 +45,9 @@ func (b *outputBuffer) from(offset int) string {
 // logTailLines is how much of a process's output failure messages show.
 const logTailLines = 40
 
-// tail returns the last n lines of s, saying how many lines it left out.
-func tail(s string, n int) string {
+// Tail returns the last n lines of s, saying how many lines it left out:
+// what failure messages show of a long output.
+func Tail(s string, n int) string {
 	s = strings.TrimRight(s, "\n")
 	if s == "" {
 		return "(no output)"

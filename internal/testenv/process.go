@@ -121,9 +121,9 @@ func (p *Process) WaitForOutput(t testing.TB, substring string, timeout time.Dur
 			if strings.Contains(p.Output(), substring) {
 				return
 			}
-			t.Fatalf("testenv: wait for %s to print %q: it exited first (%s); output:\n%s", p.name, substring, p.state(), tail(p.Output(), logTailLines))
+			t.Fatalf("testenv: wait for %s to print %q: it exited first (%s); output:\n%s", p.name, substring, p.state(), Tail(p.Output(), logTailLines))
 		case <-deadline.C:
-			t.Fatalf("testenv: wait for %s to print %q: not printed within %v; output so far:\n%s", p.name, substring, timeout, tail(p.Output(), logTailLines))
+			t.Fatalf("testenv: wait for %s to print %q: not printed within %v; output so far:\n%s", p.name, substring, timeout, Tail(p.Output(), logTailLines))
 		case <-ticker.C:
 		}
 	}
