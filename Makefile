@@ -124,7 +124,7 @@ compose-demo: deps ## Run the Docker demo for real and check it: build the image
 	$(COMPOSE_TEST)
 
 .PHONY: test
-test: deps lint proto-check docker-check build ## Run every test: unit and end-to-end with -race, the fault suite, then the Docker demo in real containers (about 9 min).
+test: deps lint proto-check docker-check build ## Run every test: unit and end-to-end with -race, the fault suite, then the Docker demo in real containers (about 5 min warm, 10 on a fresh machine).
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(FAULTS)
 	$(COMPOSE_TEST)

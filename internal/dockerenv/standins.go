@@ -48,7 +48,7 @@ type recipe struct {
 	// folder and the build arguments; nil builds in the recipes' folder.
 	context func(b *standInBuilder, version string) (string, map[string]string, error)
 	// build, if set, replaces the docker build of the Dockerfile.
-	build func(b *standInBuilder, ref, version, label, hash string) error
+	build func(b *standInBuilder, ref, version, madeOf, hash string) error
 }
 
 // recipes are every stand-in this package can build, bases first.
@@ -60,26 +60,8 @@ var recipes = []*recipe{
 		inputs: debianInputs,
 		build:  buildDebian,
 	},
-	{
-		name:    "static",
-		refs:    regexp.MustCompile(`^` + regexp.QuoteMeta(staticBase) + `$`),
-		target:  "static",
-		base:    debianBase,
-		baseArg: "DEBIAN",
-		madeOf: func(string) string {
-			return "CA certificates, time zones and users root, nobody, nonroot of the Debian stand-in, FROM scratch"
-		},
-	},
-	{
-		name:    "static",
-		refs:    regexp.MustCompile(`^gcr\.io/distroless/static-debian12:nonroot$`),
-		target:  "nonroot",
-		base:    debianBase,
-		baseArg: "DEBIAN",
-		madeOf: func(string) string {
-			return "CA certificates, time zones and users of the Debian stand-in, FROM scratch, user 65532"
-		},
-	},
+	staticRecipe(staticBase, "static", "CA certificates, time zones and users root, nobody, nonroot of the Debian stand-in, FROM scratch"),
+	staticRecipe("gcr.io/distroless/static-debian12:nonroot", "nonroot", "CA certificates, time zones and users of the Debian stand-in, FROM scratch, user 65532"),
 	{
 		name:    "golang",
 		refs:    regexp.MustCompile(`^(?:docker\.io/library/)?golang:(\d+\.\d+(?:\.\d+)?)-bookworm$`),
@@ -113,6 +95,19 @@ var recipes = []*recipe{
 		inputs:  azuriteInputs,
 		context: azuriteContext,
 	},
+}
+
+// staticRecipe returns the recipe of stage target of static.Dockerfile,
+// standing in for ref.
+func staticRecipe(ref, target, madeOf string) *recipe {
+	return &recipe{
+		name:    "static",
+		refs:    regexp.MustCompile(`^` + regexp.QuoteMeta(ref) + `$`),
+		target:  target,
+		base:    debianBase,
+		baseArg: "DEBIAN",
+		madeOf:  func(string) string { return madeOf },
+	}
 }
 
 // findRecipe returns the recipe of the stand-in for ref, and the version
