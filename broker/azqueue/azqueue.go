@@ -50,7 +50,10 @@ type Broker struct {
 	cfg       brokerConfig
 	directory *queueDirectory
 	subs      map[*subscription]struct{}
-	stats     counters
+	// disconnecting is set while Disconnect unsubscribes the subscriptions
+	// it found, so that none joins them unseen and keeps polling.
+	disconnecting bool
+	stats         counters
 }
 
 // NewBroker returns an Azure Storage Queues broker. It reads its
@@ -123,10 +126,11 @@ func (b *Broker) Connect() error {
 	if err != nil {
 		return err
 	}
-	svc, endpoint, err := b.newService()
+	raw, endpoint, err := b.newService()
 	if err != nil {
 		return err
 	}
+	svc := withRetries(raw, &retrier{stats: &b.stats, throttle: &throttleWatch{stats: &b.stats}})
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.connectTimeout)
 	defer cancel()
 	if err := svc.Ping(ctx); err != nil {
@@ -181,21 +185,16 @@ func (b *Broker) newService() (storage.Service, string, error) {
 		Credential: credential,
 		Retry:      retryOptions,
 		HTTPClient: b.httpClient(),
-		// Counted per try and per request: the difference is the retries.
-		Policies:        []pipeline.Factory{requestCounter(&b.stats.requests)},
-		RequestPolicies: []pipeline.Factory{requestCounter(&b.stats.firstTries)},
+		Policies:   []pipeline.Factory{requestCounter(&b.stats.requests)},
 	})
 	return storage.NewService(endpoint, p), creds.Endpoint.Redacted(), nil
 }
 
-// retryOptions bound the SDK's retries of one request: a few quick tries,
-// so that a dead endpoint fails in seconds and the broker's own backoff
-// takes over.
+// retryOptions make the SDK send each request once, bounded by TryTimeout:
+// the broker retries itself (see retrier).
 var retryOptions = azqueue.RetryOptions{
-	MaxTries:      3,
-	TryTimeout:    20 * time.Second,
-	RetryDelay:    200 * time.Millisecond,
-	MaxRetryDelay: 2 * time.Second,
+	MaxTries:   1,
+	TryTimeout: 20 * time.Second,
 }
 
 // credentials resolves the credentials: options, then environment, with
@@ -282,6 +281,7 @@ func (b *Broker) Disconnect() error {
 		b.mu.Unlock()
 		return nil
 	}
+	b.disconnecting = true
 	subs := make([]*subscription, 0, len(b.subs))
 	for s := range b.subs {
 		subs = append(subs, s)
@@ -301,17 +301,23 @@ func (b *Broker) Disconnect() error {
 
 	b.mu.Lock()
 	endpoint := b.endpoint
-	b.svc, b.directory = nil, nil
+	b.svc, b.directory, b.disconnecting = nil, nil, false
 	b.mu.Unlock()
 	logger.Infof("azqueue: disconnected from %s: %s", endpoint, b.stats.snapshot())
 	return errors.Join(errs...)
 }
 
-// track and forget keep the set of live subscriptions.
-func (b *Broker) track(s *subscription) {
+// track and forget keep the set of live subscriptions. track refuses a
+// subscription, reporting false, once the broker is disconnected or being
+// disconnected.
+func (b *Broker) track(s *subscription) bool {
 	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.svc == nil || b.disconnecting {
+		return false
+	}
 	b.subs[s] = struct{}{}
-	b.mu.Unlock()
+	return true
 }
 
 func (b *Broker) forget(s *subscription) {

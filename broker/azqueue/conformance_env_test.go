@@ -24,9 +24,6 @@ import (
 // beyond the broker's ordinary work. A case that needs a feature the
 // backend lacks is skipped there, with the reason.
 type features struct {
-	// faults: requests can be made to fail (SetFault), and the largest batch
-	// a dequeue asked for is known (MaxDequeueAsked). Only the fake can.
-	faults bool
 	// realService: a real HTTP endpoint, with authentication, a network
 	// that can refuse connections, requests counted by the broker's
 	// pipeline, and time that is worth spending at default settings.
@@ -35,10 +32,7 @@ type features struct {
 
 // missing names the first feature of need that have lacks, or "".
 func (have features) missing(need features) string {
-	switch {
-	case need.faults && !have.faults:
-		return "needs fault injection, which only the in-memory fake offers"
-	case need.realService && !have.realService:
+	if need.realService && !have.realService {
 		return "needs the real queue service (authentication, network, request counting)"
 	}
 	return ""
@@ -55,7 +49,7 @@ type backend struct {
 
 var backends = []backend{
 	{name: "azurite", features: features{realService: true}, start: startAzuriteBackend},
-	{name: "fake", features: features{faults: true}, start: startFakeBackend},
+	{name: "fake", start: startFakeBackend},
 }
 
 // env is one case's view of a backend: brokers connected to it, and direct
@@ -75,6 +69,21 @@ type env struct {
 	// text returns the texts of a queue's messages as stored: all of them
 	// on the fake, the visible ones on the real service.
 	text func(ctx context.Context, queue string) ([]string, error)
+	// visible returns the visible messages of a queue.
+	visible func(ctx context.Context, queue string) ([]storagetest.Snapshot, error)
+	// inject replaces the case's fault rules (none: no faults): on the
+	// fake its own, on the real service those of the case's proxy in front
+	// of Azurite (testenv.StorageProxy), through which its brokers connect.
+	inject func(rules ...storagetest.Rule)
+	// struck returns how many requests of op ("" all) the rules struck.
+	struck func(op string) int
+	// requests returns how many requests of op ("" all) reached the
+	// service (the proxy, on the real service), struck ones included.
+	requests func(op string) int
+	// fresh returns an environment of its own for subtest t, on the same
+	// backend: its own fake, or its own proxy in front of the same Azurite,
+	// so that parallel subtests' fault rules stay apart.
+	fresh func(t *testing.T) *env
 	// fake is the in-memory service, nil on a real one.
 	fake *storagetest.Service
 	// azurite is the emulator, nil on the fake.
@@ -97,7 +106,7 @@ func (e *env) finish() { e.doneOnce.Do(func() { close(e.done) }) }
 func startFakeBackend(*testing.T) func(t *testing.T) *env {
 	return func(t *testing.T) *env {
 		fake := storagetest.NewService()
-		e := newEnv(t, features{faults: true})
+		e := newEnv(t, features{})
 		e.fake, e.raw = fake, fake
 		e.connection = func() []broker.Option { return []broker.Option{brokerValue(storageServiceKey, fake)} }
 		e.count = func(_ context.Context, queue string) (int, error) { return len(fake.Messages(queue)), nil }
@@ -108,6 +117,16 @@ func startFakeBackend(*testing.T) func(t *testing.T) *env {
 			}
 			return texts, nil
 		}
+		e.visible = func(_ context.Context, queue string) ([]storagetest.Snapshot, error) {
+			var visible []storagetest.Snapshot
+			for _, m := range fake.Messages(queue) {
+				if m.Visible {
+					visible = append(visible, m)
+				}
+			}
+			return visible, nil
+		}
+		e.inject, e.struck, e.requests = fake.SetRules, fake.Struck, fake.Requests
 		return e
 	}
 }
@@ -132,6 +151,18 @@ func startAzuriteBackend(t *testing.T) func(t *testing.T) *env {
 		}
 		return int(props.ApproximateMessagesCount()), nil
 	}
+	peek := func(ctx context.Context, queue string) ([]storagetest.Snapshot, error) {
+		resp, err := service.NewQueueURL(queue).NewMessagesURL().Peek(ctx, storage.MaxBatch)
+		if err != nil {
+			return nil, fmt.Errorf("peek into queue %q: %w", queue, err)
+		}
+		visible := make([]storagetest.Snapshot, 0, resp.NumMessages())
+		for i := int32(0); i < resp.NumMessages(); i++ {
+			m := resp.Message(i)
+			visible = append(visible, storagetest.Snapshot{ID: string(m.ID), Text: m.Text, DequeueCount: m.DequeueCount, Visible: true})
+		}
+		return visible, nil
+	}
 	lifetime := func(ctx context.Context, queue string) ([]time.Duration, error) {
 		resp, err := service.NewQueueURL(queue).NewMessagesURL().Peek(ctx, storage.MaxBatch)
 		if err != nil {
@@ -145,22 +176,65 @@ func startAzuriteBackend(t *testing.T) func(t *testing.T) *env {
 		return lives, nil
 	}
 	text := func(ctx context.Context, queue string) ([]string, error) {
-		resp, err := service.NewQueueURL(queue).NewMessagesURL().Peek(ctx, storage.MaxBatch)
-		if err != nil {
-			return nil, fmt.Errorf("peek into queue %q: %w", queue, err)
+		visible, err := peek(ctx, queue)
+		texts := make([]string, 0, len(visible))
+		for _, m := range visible {
+			texts = append(texts, m.Text)
 		}
-		texts := make([]string, 0, resp.NumMessages())
-		for i := int32(0); i < resp.NumMessages(); i++ {
-			texts = append(texts, resp.Message(i).Text)
-		}
-		return texts, nil
+		return texts, err
 	}
 	return func(t *testing.T) *env {
 		e := newEnv(t, features{realService: true})
-		e.azurite, e.raw, e.count, e.lifetime, e.text = az, raw, count, lifetime, text
-		e.connection = func() []broker.Option { return []broker.Option{ConnectionString(az.ConnectionString())} }
+		// Every case has a proxy of its own, so that its fault rules never
+		// reach the cases running beside it.
+		proxy := testenv.StartStorageProxy(t, az)
+		e.azurite, e.raw, e.count, e.lifetime, e.text, e.visible = az, raw, count, lifetime, text, peek
+		e.connection = func() []broker.Option { return []broker.Option{ConnectionString(proxy.ConnectionString())} }
+		e.inject = func(rules ...storagetest.Rule) { proxy.SetRules(proxyRules(t, rules)...) }
+		e.struck = func(op string) int { return proxy.Faults(proxyOp(t, op)) }
+		e.requests = func(op string) int { return proxy.Requests(proxyOp(t, op)) }
 		return e
 	}
+}
+
+// proxyOps maps the fake's operations to the proxy's request kinds. Ping
+// lists the queues.
+var proxyOps = map[string]testenv.Op{
+	"": "", "ping": testenv.OpList, "list": testenv.OpList, "create": testenv.OpCreate,
+	"enqueue": testenv.OpPut, "dequeue": testenv.OpDequeue, "update": testenv.OpUpdate, "delete": testenv.OpDelete,
+}
+
+// proxyOutcomes maps the fake's outcomes to the proxy's faults.
+var proxyOutcomes = map[storagetest.Outcome]testenv.Fault{
+	storagetest.Unanswered: testenv.ConnectionReset,
+	storagetest.Busy:       testenv.ServerBusy,
+	storagetest.LostAnswer: testenv.LostResponse,
+	storagetest.SlowAnswer: testenv.SlowResponse,
+	storagetest.Hang:       testenv.LostRequest,
+}
+
+func proxyOp(t *testing.T, op string) testenv.Op {
+	p, ok := proxyOps[op]
+	if !ok {
+		t.Fatalf("no proxy request kind for the fake's operation %q", op)
+	}
+	return p
+}
+
+// proxyRules turns the fake's rules into the proxy's.
+func proxyRules(t *testing.T, rules []storagetest.Rule) []testenv.Rule {
+	out := make([]testenv.Rule, 0, len(rules))
+	for _, r := range rules {
+		pr := testenv.Rule{Queue: r.Queue, Fault: proxyOutcomes[r.Outcome], Nth: r.Nth, Hold: r.Hold, RetryAfter: r.RetryAfter}
+		if r.Op != "" {
+			pr.Ops = []testenv.Op{proxyOp(t, r.Op)}
+		}
+		if r.Nth == nil {
+			pr.Share = 1
+		}
+		out = append(out, pr)
+	}
+	return out
 }
 
 // broker returns a broker of the backend, not connected, disconnected when
@@ -208,6 +282,24 @@ func (e *env) messages(queue string) int {
 		e.t.Fatalf("count messages: %v", err)
 	}
 	return n
+}
+
+// visibleMessages returns the visible messages of queue.
+func (e *env) visibleMessages(queue string) []storagetest.Snapshot {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	visible, err := e.visible(ctx, queue)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return visible
+}
+
+// faults injects rules for the rest of the case (see env.inject).
+func (e *env) faults(rules ...storagetest.Rule) {
+	e.inject(rules...)
+	e.t.Cleanup(func() { e.inject() })
 }
 
 // lifetimes returns how long each visible message of queue lives.
@@ -602,7 +694,8 @@ func waitStats(t testing.TB, b *Broker, want string, cond func(Stats) bool) Stat
 func (e *env) in(t *testing.T) *env {
 	sub := &env{
 		t: t, features: e.features, connection: e.connection, raw: e.raw, count: e.count,
-		lifetime: e.lifetime, text: e.text, fake: e.fake, azurite: e.azurite, done: make(chan struct{}),
+		lifetime: e.lifetime, text: e.text, visible: e.visible, inject: e.inject, struck: e.struck, requests: e.requests,
+		fresh: e.fresh, fake: e.fake, azurite: e.azurite, done: make(chan struct{}),
 	}
 	t.Cleanup(sub.finish)
 	return sub

@@ -59,12 +59,12 @@ var conformanceCases = []conformanceCase{
 	{name: "LongHandlerIsProcessedOnceWhileItsLeaseIsRenewed", serial: true, run: testLongHandlerIsProcessedOnceWhileItsLeaseIsRenewed},
 	{name: "ExtendLengthensTheLease", run: testExtendLengthensTheLease},
 	{name: "MessageMovesToPoisonQueueAfterMaxDequeueCount", run: testMessageMovesToPoisonQueueAfterMaxDequeueCount},
-	{name: "PoisoningCopiesBeforeDeletingSoNothingIsLost", needs: features{faults: true}, run: testPoisoningCopiesBeforeDeletingSoNothingIsLost},
+	{name: "PoisoningCopiesBeforeDeletingSoNothingIsLost", run: testPoisoningCopiesBeforeDeletingSoNothingIsLost},
 	{name: "ForeignMessageIsDeliveredRawWithRawContentType", run: testForeignMessageIsDeliveredRawWithRawContentType},
 	{name: "DamagedEnvelopeGoesToPoisonWithoutCallingTheHandler", run: testDamagedEnvelopeGoesToPoisonWithoutCallingTheHandler},
 	{name: "OversizeMessageIsRejectedAndTheLargestFits", run: testOversizeMessageIsRejectedAndTheLargestFits},
 	{name: "UnsubscribeUnderLoadLosesNothingAndStrandsNoLease", run: testUnsubscribeUnderLoadLosesNothingAndStrandsNoLease},
-	{name: "UnsubscribeHandsBackAnInFlightDequeue", needs: features{faults: true}, run: testUnsubscribeHandsBackAnInFlightDequeue},
+	{name: "UnsubscribeHandsBackAnInFlightDequeue", run: testUnsubscribeHandsBackAnInFlightDequeue},
 	{name: "IdlePollingBacksOffWithinPollInterval", serial: true, run: testIdlePollingBacksOffWithinPollInterval},
 	{name: "IdleSubscriptionAtDefaultsPollsAtMostSevenTimesAMinute", needs: features{realService: true}, long: true, run: testIdleSubscriptionAtDefaultsPollsAtMostSevenTimesAMinute},
 	{name: "NotConnectedUntilConnectAndConnectIsIdempotent", run: testNotConnectedUntilConnectAndConnectIsIdempotent},
@@ -78,10 +78,18 @@ var conformanceCases = []conformanceCase{
 	{name: "AtMostConcurrencyPlusBatchSizeMessagesAreHeld", run: testAtMostConcurrencyPlusBatchSizeMessagesAreHeld},
 	{name: "MessagesWaitingForAHandlerKeepTheirLease", run: testMessagesWaitingForAHandlerKeepTheirLease},
 	{name: "LocalPublishWakesAnIdlePoller", serial: true, run: testLocalPublishWakesAnIdlePoller},
-	{name: "SubscriptionSurvivesTransportErrors", needs: features{faults: true}, run: testSubscriptionSurvivesTransportErrors},
-	{name: "PartialPublishFailureNamesTheFailedQueue", needs: features{faults: true}, run: testPartialPublishFailureNamesTheFailedQueue},
-	{name: "LostLeaseMakesAckReturnErrLeaseLost", needs: features{faults: true}, run: testLostLeaseMakesAckReturnErrLeaseLost},
+	{name: "SubscriptionSurvivesTransportErrors", run: testSubscriptionSurvivesTransportErrors},
+	{name: "PartialPublishFailureNamesTheFailedQueue", run: testPartialPublishFailureNamesTheFailedQueue},
+	{name: "LostLeaseMakesAckReturnErrLeaseLost", run: testLostLeaseMakesAckReturnErrLeaseLost},
 	{name: "StatsCountTheRoundTrip", run: testStatsCountTheRoundTrip},
+	{name: "RenewalsThatFailOrAreSlowInsideTheLeaseNeverLoseIt", run: testRenewalsThatFailOrAreSlowInsideTheLeaseNeverLoseIt},
+	{name: "MessageWhoseLeaseWasLostWhileWaitingIsNotHandled", serial: true, run: testMessageWhoseLeaseWasLostWhileWaitingIsNotHandled},
+	{name: "DeleteWhoseAnswerWasLostIsNotAFailure", run: testDeleteWhoseAnswerWasLostIsNotAFailure},
+	{name: "PublishWhoseAnswerWasLostMayDuplicateWithTheSameMicroID", run: testPublishWhoseAnswerWasLostMayDuplicateWithTheSameMicroID},
+	{name: "SubscribeRacingDisconnectLeavesNoPoller", run: testSubscribeRacingDisconnectLeavesNoPoller},
+	{name: "UnsubscribeTimeoutLeavesNoGoroutineBehind", run: testUnsubscribeTimeoutLeavesNoGoroutineBehind},
+	{name: "FailedLocalPublishDoesNotWakeAFailingPoller", serial: true, run: testFailedLocalPublishDoesNotWakeAFailingPoller},
+	{name: "ThrottlingMakesEveryRequestBackOffAndLosesNothing", serial: true, run: testThrottlingMakesEveryRequestBackOffAndLosesNothing},
 }
 
 func TestConformance(t *testing.T) {
@@ -99,7 +107,9 @@ func TestConformance(t *testing.T) {
 					if !c.serial {
 						t.Parallel()
 					}
-					c.run(t, newEnv(t))
+					e := newEnv(t)
+					e.fresh = newEnv
+					c.run(t, e)
 				})
 			}
 		})
@@ -816,47 +826,31 @@ func testUnsubscribeHandsBackAnInFlightDequeue(t *testing.T, e *env) {
 	queue := queueName(t, topic, DefaultGroup)
 	ids := publishMessages(t, e.connected(), topic, 3)
 
-	// Hold the subscription's first dequeue inside the service until
-	// Unsubscribe has begun: the service then serves it, as a slow
-	// network would.
-	entered, release := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	e.fake.SetFault(func(op, q string) error {
-		if op == "dequeue" && q == queue {
-			once.Do(func() {
-				close(entered)
-				select {
-				case <-release:
-				case <-e.done:
-				}
-			})
-		}
-		return nil
-	})
-	t.Cleanup(func() { e.fake.SetFault(nil) })
+	// The subscription's first dequeue is served, but its answer is held
+	// back: Unsubscribe begins while it is in flight, as on a slow network.
+	const hold = time.Second // below dequeueGrace
+	e.faults(storagetest.Rule{Op: "dequeue", Queue: queue, Outcome: storagetest.SlowAnswer, Nth: []int{1}, Hold: hold})
 
 	r1 := newRecorder(t)
 	sub := e.subscribe(e.connected(), topic, r1.handler(nil), VisibilityTimeout(visibility))
-	<-entered
-	unsubscribed := make(chan error, 1)
-	go func() { unsubscribed <- sub.Unsubscribe() }()
-	s := sub.(*subscription)
-	eventually(t, waitLong, func() string { return "Unsubscribe has not begun" }, s.stopping)
-	close(release)
-	select {
-	case err := <-unsubscribed:
-		if err != nil {
-			t.Fatalf("unsubscribe: %v", err)
-		}
-	case <-time.After(waitLong):
-		t.Fatal("Unsubscribe did not return")
+	eventually(t, waitLong, func() string { return "the first dequeue did not arrive" }, func() bool { return e.struck("dequeue") == 1 })
+	start := time.Now()
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatalf("unsubscribe: %v", err)
+	}
+	if waited := time.Since(start); waited > hold+dequeueGrace {
+		t.Errorf("Unsubscribe took %s, more than the held answer (%s) and the grace (%s)", waited, hold, dequeueGrace)
 	}
 	if n := r1.len(); n != 0 {
 		t.Fatalf("handler called %d times after Unsubscribe began", n)
 	}
-	for _, m := range e.fake.Messages(queue) {
-		if !m.Visible || m.DequeueCount != 1 {
-			t.Errorf("message %s after Unsubscribe: visible %v, dequeued %d times; want handed back (visible, dequeued once)", m.ID, m.Visible, m.DequeueCount)
+	visible := e.visibleMessages(queue)
+	if len(visible) != len(ids) {
+		t.Errorf("%d of %d messages visible after Unsubscribe, want all handed back", len(visible), len(ids))
+	}
+	for _, m := range visible {
+		if m.DequeueCount != 1 {
+			t.Errorf("message %s after Unsubscribe: dequeued %d times, want once (handed back, never handled)", m.ID, m.DequeueCount)
 		}
 	}
 	r2 := newRecorder(t)
@@ -1401,13 +1395,7 @@ func testLocalPublishWakesAnIdlePoller(t *testing.T, e *env) {
 func testSubscriptionSurvivesTransportErrors(t *testing.T, e *env) {
 	topic := newTopic()
 	queue := queueName(t, topic, DefaultGroup)
-	e.fake.SetFault(func(op, q string) error {
-		if op == "dequeue" && q == queue {
-			return storagetest.TransportError(op, q)
-		}
-		return nil
-	})
-	t.Cleanup(func() { e.fake.SetFault(nil) })
+	e.faults(storagetest.Rule{Op: "dequeue", Queue: queue, Outcome: storagetest.Unanswered})
 	b := e.connected()
 	r := newRecorder(t)
 	sub := e.subscribe(b, topic, r.handler(nil), fastPolls)
@@ -1425,7 +1413,7 @@ func testSubscriptionSurvivesTransportErrors(t *testing.T, e *env) {
 		t.Fatal("the poll loop stopped on transport errors")
 	default:
 	}
-	e.fake.SetFault(nil)
+	e.inject()
 	r.waitIDs(t, ids, waitLong)
 	assertExactlyOnce(t, "after the outage", r.ids(), ids)
 }
@@ -1433,13 +1421,7 @@ func testSubscriptionSurvivesTransportErrors(t *testing.T, e *env) {
 func testPartialPublishFailureNamesTheFailedQueue(t *testing.T, e *env) {
 	topic := newTopic()
 	healthy, broken := e.createQueue(topic, "a"), e.createQueue(topic, "b")
-	e.fake.SetFault(func(op, q string) error {
-		if op == "enqueue" && q == broken {
-			return storagetest.TransportError(op, q)
-		}
-		return nil
-	})
-	t.Cleanup(func() { e.fake.SetFault(nil) })
+	e.faults(storagetest.Rule{Op: "enqueue", Queue: broken, Outcome: storagetest.Unanswered})
 	err := e.connected().Publish(topic, testMessage("partial"))
 	if err == nil || !strings.Contains(err.Error(), broken) || strings.Contains(err.Error(), healthy) || !strings.Contains(err.Error(), "1 of 2 queues failed") {
 		t.Fatalf("publish with one of two queues failing: %v, want an error naming %q only", err, broken)
@@ -1469,16 +1451,9 @@ func testLostLeaseMakesAckReturnErrLeaseLost(t *testing.T, e *env) {
 
 	// Renewals fail, so the 1s lease runs out while the handler runs; then
 	// another consumer takes the message.
-	e.fake.SetFault(func(op, q string) error {
-		if op == "update" && q == queue {
-			return storagetest.TransportError(op, q)
-		}
-		return nil
-	})
-	t.Cleanup(func() { e.fake.SetFault(nil) })
+	e.faults(storagetest.Rule{Op: "update", Queue: queue, Outcome: storagetest.Unanswered})
 	eventually(t, waitLong, func() string { return "the lease did not run out" }, func() bool {
-		ms := e.fake.Messages(queue)
-		return len(ms) == 1 && ms[0].Visible
+		return len(e.visibleMessages(queue)) == 1
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
@@ -1486,7 +1461,7 @@ func testLostLeaseMakesAckReturnErrLeaseLost(t *testing.T, e *env) {
 	if err != nil || len(taken) != 1 {
 		t.Fatalf("another consumer's dequeue: %d messages, %v", len(taken), err)
 	}
-	e.fake.SetFault(nil)
+	e.inject()
 	stolen.open()
 	select {
 	case err := <-acked:
@@ -1801,13 +1776,7 @@ func testPoisoningCopiesBeforeDeletingSoNothingIsLost(t *testing.T, e *env) {
 			if tt.onPoison {
 				faulty = poison
 			}
-			e.fake.SetFault(func(op, q string) error {
-				if op == tt.faultOp && q == faulty {
-					return storagetest.TransportError(op, q)
-				}
-				return nil
-			})
-			t.Cleanup(func() { e.fake.SetFault(nil) })
+			e.faults(storagetest.Rule{Op: tt.faultOp, Queue: faulty, Outcome: storagetest.Unanswered})
 			b := e.connected()
 			r := newRecorder(t)
 			e.subscribe(b, topic, r.handler(func(Event, delivery) error { return errors.New("always fails") }),
@@ -1820,11 +1789,11 @@ func testPoisoningCopiesBeforeDeletingSoNothingIsLost(t *testing.T, e *env) {
 			if n := e.messages(queue); n != 1 {
 				t.Fatalf("%d messages in %s while poisoning fails, want the message kept", n, queue)
 			}
-			e.fake.SetFault(nil)
+			e.inject()
 			eventually(t, waitLong, func() string {
-				return fmt.Sprintf("%d poison records, %d left in %s", len(e.fake.Messages(poison)), e.messages(queue), queue)
-			}, func() bool { return len(e.fake.Messages(poison)) >= tt.records && e.messages(queue) == 0 })
-			if n := len(e.fake.Messages(poison)); tt.exactly && n != tt.records {
+				return fmt.Sprintf("%d poison records, %d left in %s", e.messages(poison), e.messages(queue), queue)
+			}, func() bool { return e.messages(poison) >= tt.records && e.messages(queue) == 0 })
+			if n := e.messages(poison); tt.exactly && n != tt.records {
 				t.Errorf("%d poison records, want %d", n, tt.records)
 			}
 			if n := r.len(); n != 1 {

@@ -103,10 +103,23 @@
 // lease runs down, and Unsubscribe hands waiting messages straight back.
 //
 // A dequeued message is leased for VisibilityTimeout (default 30s); while
-// its handler runs, the lease is renewed at half its life, always with the
-// newest pop receipt. A lost lease (the message was deleted, or its receipt
-// is stale because the lease ran out and another consumer took it) stops
-// renewal and is counted; the later Ack returns ErrLeaseLost.
+// it waits for a handler and while the handler runs, the lease is renewed
+// when half of its time is left, always with the newest pop receipt. The
+// lease's time is measured from when the request that set it was sent
+// (the service's next-visible time is on its own clock and has one-second
+// resolution). A renewal that fails (refused, unanswered, late) is tried
+// again soon, after a quarter of the time left (at most 2s, jittered),
+// not half a lease later, and each try is bounded by the time left less a
+// reserve for one more try; so several failed or slow renewals in a row
+// keep the lease and no other consumer sees the message. Only the service
+// can say a lease is lost (the message was deleted, or another consumer
+// took it and its receipt is newer): that stops renewal, is counted and
+// logged once, and the later Ack returns ErrLeaseLost. A message whose
+// lease is found lost before a handler is free for it is not handled here:
+// another consumer may have it. A renewal whose answer is lost although
+// the service applied it leaves the broker without the new receipt: the
+// lease is then lost, and the message is delivered again once that
+// renewal's visibility ends.
 //
 // With AutoAck (go-micro's default) the message is deleted only after its
 // handler returned nil. When the handler fails or panics (the panic is
@@ -132,16 +145,19 @@
 // authentication refused) backs off from ten times the minimum to the
 // maximum, or 10s if that is longer, so at defaults it costs no more
 // requests than an idle queue and resumes within 10s of the service's
-// return; such errors are logged at most every 30s with a count. A publish from this process to a queue it
-// consumes wakes the poller at once.
+// return; such errors are logged at most every 30s with a count. A publish
+// from this process that reached a queue it consumes wakes the poller at
+// once (a failed one does not, so that it cannot defeat the backoff).
 //
 // Shutdown: Unsubscribe stops polling (an in-flight dequeue gets 2s to finish
 // and its messages are handed straight back), lets running handlers finish
 // for up to DrainTimeout while still renewing their leases, and makes
 // messages fetched but not started visible again at once. Disconnect does
-// this for every subscription, then logs the counters. Both are idempotent
-// and safe to call while handlers run, so a go-micro server's graceful stop
-// loses nothing and strands no lease.
+// this for every subscription, then logs the counters; a Subscribe that
+// was still making its queue ready when Disconnect began returns
+// ErrNotConnected rather than polling unseen. Both are idempotent and safe
+// to call while handlers run, so a go-micro server's graceful stop loses
+// nothing and strands no lease.
 //
 // # Publishing
 //
@@ -151,9 +167,10 @@
 // context's deadline is honoured (go-micro clients pass it with
 // client.PublishContext); without one, PublishTimeout bounds the call. A
 // publish that fails after its request reached the service (a deadline
-// passing mid-request, a lost answer retried) may still have enqueued the
-// message: like every at-least-once system, the broker can duplicate but
-// does not lose, and Micro-Id lets handlers spot duplicates.
+// passing mid-request) may still have enqueued the message, and one whose
+// answer was lost and was retried may have enqueued it twice: like every
+// at-least-once system, the broker can duplicate but does not lose, and
+// Micro-Id lets handlers spot duplicates.
 //
 // The SDK's retry policy turns a caller's deadline into per-try timeouts cut
 // to whole seconds, so that less than a second left failed every try
@@ -161,8 +178,29 @@
 // policy and enforces it itself. A pipeline given through ServiceURL is used
 // as it is, without this correction.
 //
+// # Failures, throttling and lost answers
+//
+// The SDK sends each request once; the broker retries what may succeed
+// later (no answer, a 5xx answer such as 503 ServerBusy or 500
+// OperationTimedOut): after a jittered pause doubling from 100ms to 2s,
+// never shorter than the service's Retry-After, at most 5 tries, within
+// the request's deadline. The poll loop and renewals retry on their own
+// terms (above); a failing poll also waits at least Retry-After. So under
+// throttling every kind of request backs off and the request rate falls
+// instead of multiplying. The log says once that the service is throttling
+// and once that it stopped, not once per refused request; Stats.Throttled
+// counts the refusals.
+//
+// A request whose answer is lost may have been applied. A delete retried
+// after a lost answer finds the message gone ("message not found"): that
+// counts as done, not as a lost lease. A put retried after a lost answer
+// may enqueue the message twice, with the same text and so the same
+// Micro-Id: handlers that must not do a job twice deduplicate on it (at
+// least once, never lost).
+//
 // # Observability
 //
 // (*Broker).Stats returns counters (published, delivered, acked, retried,
-// poisoned, renewals, leases lost, polls, empty polls, errors, requests).
+// poisoned, renewals, leases lost, polls, empty polls, errors, requests,
+// request retries, throttled requests).
 package azqueue

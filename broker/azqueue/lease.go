@@ -25,87 +25,178 @@ var ErrSettled = errors.New("azqueue: message already settled")
 // stall a handler's acknowledgement forever.
 const requestTimeout = 30 * time.Second
 
+// Renewal timing. A renewal is due at half of the time the lease has left;
+// one that fails is tried again after a pause of a quarter of what is left,
+// at most maxRenewalPause and at least minRenewalPause (jittered between
+// half of that and all of it), so that several failures in a row still fit
+// in the lease's life. Each attempt is bounded by the time the lease has
+// left, less a reserve for one more try (a quarter of what is left, at
+// least renewalReserve): a request lost on its way is given up while
+// there is still time to send it again. Once less than that is left, an
+// attempt gets lateRenewalTimeout.
+const (
+	minRenewalPause    = 50 * time.Millisecond
+	maxRenewalPause    = 2 * time.Second
+	renewalReserve     = 500 * time.Millisecond
+	lateRenewalTimeout = time.Second
+)
+
 // lease is one dequeued message's hold on the queue. Every operation that
 // presents the pop receipt goes through it, under its lock, so the newest
 // receipt is always the one used.
 type lease struct {
-	queue storage.Queue
-	id    string
-	stats *counters
+	queue       storage.Queue
+	id          string
+	stats       *counters
+	renewErrors *throttledLog // failed renewals of the subscription's messages
 
-	mu       sync.Mutex
-	receipt  string
-	text     string        // current message text: Update replaces it, so renewals resend it
-	period   time.Duration // visibility each renewal asks for
-	lost     error         // why the lease was lost, if it was
-	settled  bool
-	stopRenw chan struct{} // closed to stop the renewer
-	renwDone chan struct{} // closed when the renewer has exited
+	mu      sync.Mutex
+	receipt string
+	text    string        // current message text: Update replaces it, so renewals resend it
+	period  time.Duration // visibility each renewal asks for
+	// until is when the lease surely still holds: the send time of the
+	// request that set it plus the visibility it asked for. The service's
+	// next-visible time is not used for this: it is on the service's
+	// clock, and has one-second resolution.
+	until   time.Time
+	lost    error // why the lease was lost, if it was; logged once, when found
+	settled bool
+
+	stopRenewal chan struct{} // closed to stop the renewer
+	renewalDone chan struct{} // closed when the renewer has exited
 }
 
-func newLease(q storage.Queue, m storage.Message, period time.Duration, stats *counters) *lease {
-	return &lease{queue: q, id: m.ID, receipt: m.Lease.PopReceipt, text: m.Text, period: period, stats: stats}
+// newLease returns the lease of m, dequeued for period by a request sent at
+// sent. renewErrors reports failed renewals.
+func newLease(q storage.Queue, m storage.Message, period time.Duration, sent time.Time, stats *counters, renewErrors *throttledLog) *lease {
+	return &lease{queue: q, id: m.ID, receipt: m.Lease.PopReceipt, text: m.Text, period: period, until: sent.Add(period), stats: stats, renewErrors: renewErrors}
 }
 
-// startRenewing keeps the message invisible while its handler runs by
-// renewing the lease at half its life, until stopRenewing.
+// startRenewing keeps the message invisible while it waits for a handler
+// and while the handler runs, until stopRenewing.
 func (l *lease) startRenewing() {
-	l.stopRenw = make(chan struct{})
-	l.renwDone = make(chan struct{})
+	l.stopRenewal = make(chan struct{})
+	l.renewalDone = make(chan struct{})
 	go l.renewLoop()
 }
 
 // stopRenewing stops the renewer and waits for it to exit. Stopping a
 // stopped renewer does nothing.
 func (l *lease) stopRenewing() {
-	if l.stopRenw == nil {
+	if l.stopRenewal == nil {
 		return
 	}
-	close(l.stopRenw)
-	<-l.renwDone
-	l.stopRenw = nil
+	close(l.stopRenewal)
+	<-l.renewalDone
+	l.stopRenewal = nil
 }
 
+// renewLoop renews the lease when half its time is left and, after a
+// failure, tries again soon (renewalPause) rather than half a life later.
+// It ends when the lease is settled or lost. A failure is not a loss: only
+// the service can say that the lease is gone (another consumer has the
+// message, or it was deleted), so renewing goes on, even past the lease's
+// end, until the service either renews or refuses.
 func (l *lease) renewLoop() {
-	defer close(l.renwDone)
+	defer close(l.renewalDone)
+	next := l.renewalDue()
 	for {
-		l.mu.Lock()
-		half := l.period / 2
-		l.mu.Unlock()
-		timer := time.NewTimer(half)
+		timer := time.NewTimer(time.Until(next))
 		select {
-		case <-l.stopRenw:
+		case <-l.stopRenewal:
 			timer.Stop()
 			return
 		case <-timer.C:
 		}
-		if err := l.renew(); err != nil {
-			if errors.Is(err, ErrSettled) {
-				return
+		err := l.renew()
+		switch {
+		case err == nil:
+			l.renewErrors.recovered("azqueue: renewing leases in queue %q works again", l.queue.Name())
+			next = l.renewalDue()
+		case errors.Is(err, ErrSettled), errors.Is(err, ErrLeaseLost):
+			return
+		default:
+			left := l.timeLeft()
+			if !storage.IsServerBusy(err) { // the throttle watch reports those
+				l.renewErrors.errorf("azqueue: renew lease of message %s in queue %q (%s left): %v; trying again", l.id, l.queue.Name(), left.Round(time.Millisecond), err)
 			}
-			if errors.Is(err, ErrLeaseLost) {
-				logger.Warnf("%v; its handler is still running and the message may be handled twice", err)
-				return
-			}
-			// A passing failure: the next tick, at half of what is left,
-			// tries again before the lease runs out.
-			logger.Warnf("azqueue: renew lease of message %s in queue %q: %v", l.id, l.queue.Name(), err)
+			// The service's Retry-After is honoured as far as the lease
+			// allows: waiting longer than half of what is left would give
+			// the message away.
+			next = time.Now().Add(max(renewalPause(left), min(retryAfter(err), left/2)))
 		}
 	}
 }
 
-// renew extends the lease by one period.
+// renewalDue returns when the next renewal is due: at half of what is left.
+func (l *lease) renewalDue() time.Time {
+	left := l.timeLeft()
+	return time.Now().Add(left / 2)
+}
+
+// timeLeft returns how long the lease surely lasts from now (negative once
+// it may have ended).
+func (l *lease) timeLeft() time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return time.Until(l.until)
+}
+
+// renewalBound bounds a renewal attempt made with left of the lease's
+// time (see Renewal timing).
+func renewalBound(left time.Duration) time.Duration {
+	bound := left - max(left/4, renewalReserve)
+	if bound < minRenewalPause {
+		return lateRenewalTimeout
+	}
+	return bound
+}
+
+// renewalPause is the pause before trying a failed renewal again, with
+// left of the lease's time.
+func renewalPause(left time.Duration) time.Duration {
+	d := min(max(left/4, minRenewalPause), maxRenewalPause)
+	return jitterBetween(d/2, d)
+}
+
+// renew extends the lease by one period, bounded by renewalBound.
 func (l *lease) renew() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.usable(); err != nil {
 		return err
 	}
-	if err := l.update(l.text, l.period); err != nil {
+	bound := renewalBound(time.Until(l.until))
+	ctx, cancel := context.WithTimeout(withoutRetries(context.Background()), bound)
+	defer cancel()
+	if err := l.update(ctx, l.text, l.period); err != nil {
 		return err
 	}
 	l.stats.renewals.Add(1)
 	return nil
+}
+
+// held reports whether the lease is still held, so that its message may be
+// given to a handler. A lease whose time is up (its renewals failed while
+// the message waited) is renewed first: the service then says whether
+// another consumer may have the message. One that cannot be renewed is
+// marked lost (counted and logged once): its message is not handled here.
+func (l *lease) held() bool {
+	if l.timeLeft() > 0 {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return l.lost == nil
+	}
+	err := l.renew()
+	if err == nil {
+		return true
+	}
+	if !errors.Is(err, ErrLeaseLost) {
+		l.mu.Lock()
+		l.markLost(fmt.Errorf("its lease ran out while it waited for a handler and could not be renewed: %w", err))
+		l.mu.Unlock()
+	}
+	return false
 }
 
 // extend sets the lease to d from now and makes later renewals ask for d.
@@ -118,7 +209,9 @@ func (l *lease) extend(d time.Duration) error {
 	if err := l.usable(); err != nil {
 		return err
 	}
-	if err := l.update(l.text, d); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	if err := l.update(ctx, l.text, d); err != nil {
 		return err
 	}
 	l.period = d
@@ -136,14 +229,20 @@ func (l *lease) release(delay time.Duration, text string) error {
 	if text == "" {
 		text = l.text
 	}
-	if err := l.update(text, delay); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+	defer cancel()
+	if err := l.update(ctx, text, delay); err != nil {
 		return err
 	}
 	l.settled = true
 	return nil
 }
 
-// remove deletes the message and settles the lease.
+// remove deletes the message and settles the lease. A delete answered
+// "message not found" counts as done: the answer to an earlier try of it
+// was lost and the SDK's retry found the message gone, or someone else
+// deleted it; either way nobody will receive it again, and calling that a
+// lost lease would be a false alarm.
 func (l *lease) remove() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -152,7 +251,7 @@ func (l *lease) remove() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	if err := l.queue.Delete(ctx, l.id, l.receipt); err != nil {
+	if err := l.queue.Delete(ctx, l.id, l.receipt); err != nil && !storage.IsMessageNotFound(err) {
 		return l.failed("delete", err)
 	}
 	l.settled = true
@@ -169,15 +268,14 @@ func (l *lease) usable() error {
 }
 
 // update sends an Update Message with the newest receipt and keeps the new
-// one. Called with l.mu held.
-func (l *lease) update(text string, visibility time.Duration) error {
-	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
-	defer cancel()
+// receipt and how long it holds. Called with l.mu held.
+func (l *lease) update(ctx context.Context, text string, visibility time.Duration) error {
+	sent := time.Now()
 	next, err := l.queue.Update(ctx, l.id, l.receipt, text, visibility)
 	if err != nil {
 		return l.failed("update", err)
 	}
-	l.receipt, l.text = next.PopReceipt, text
+	l.receipt, l.text, l.until = next.PopReceipt, text, sent.Add(visibility)
 	return nil
 }
 
@@ -185,10 +283,21 @@ func (l *lease) update(text string, visibility time.Duration) error {
 // held.
 func (l *lease) failed(op string, err error) error {
 	if storage.IsLeaseLost(err) {
-		l.lost = fmt.Errorf("%w: message %s in queue %q (%s: %v)", ErrLeaseLost, l.id, l.queue.Name(), op, err)
-		l.stats.leasesLost.Add(1)
-		return l.lost
+		return l.markLost(fmt.Errorf("%s: %w", op, err))
 	}
 	l.stats.errors.Add(1)
 	return fmt.Errorf("azqueue: %w", err)
+}
+
+// markLost records that the lease is gone because of cause, counts it and
+// logs it: once, since every later use of the lease returns the same
+// error. Called with l.mu held.
+func (l *lease) markLost(cause error) error {
+	if l.lost != nil {
+		return l.lost
+	}
+	l.lost = fmt.Errorf("%w: message %s in queue %q: %v", ErrLeaseLost, l.id, l.queue.Name(), cause)
+	l.stats.leasesLost.Add(1)
+	logger.Warnf("%v; it will be delivered again, and a handler that was running on it may have its work done twice", l.lost)
+	return l.lost
 }

@@ -55,8 +55,20 @@ func (b *Broker) Publish(topic string, m *broker.Message, opts ...broker.Publish
 		b.stats.errors.Add(1)
 		return fmt.Errorf("azqueue: publish to topic %q: %w", topic, err)
 	}
-	failed := b.enqueueAll(ctx, svc, directory, topic, queues, text, pub)
-	b.wake(queues)
+	errs := b.enqueueAll(ctx, svc, directory, topic, queues, text, pub)
+	// Only queues that received the message wake their pollers: waking one
+	// for a failed publish would cut short the backoff of a poller whose
+	// polls fail for the same reason.
+	var failed []error
+	var received []groupQueue
+	for i, err := range errs {
+		if err != nil {
+			failed = append(failed, err)
+		} else {
+			received = append(received, queues[i])
+		}
+	}
+	b.wake(received)
 	if len(failed) > 0 {
 		return fmt.Errorf("azqueue: publish to topic %q: %d of %d queues failed: %w", topic, len(failed), len(queues), errors.Join(failed...))
 	}
@@ -64,15 +76,13 @@ func (b *Broker) Publish(topic string, m *broker.Message, opts ...broker.Publish
 }
 
 // enqueueAll enqueues text into every queue, in parallel when there are
-// several, and returns the errors of those that failed.
+// several, and returns each queue's error (nil where it succeeded).
 func (b *Broker) enqueueAll(ctx context.Context, svc storage.Service, directory *queueDirectory, topic string, queues []groupQueue, text string, pub publishConfig) []error {
-	if len(queues) == 1 {
-		if err := b.enqueue(ctx, svc, directory, topic, queues[0], text, pub); err != nil {
-			return []error{err}
-		}
-		return nil
-	}
 	errs := make([]error, len(queues))
+	if len(queues) == 1 {
+		errs[0] = b.enqueue(ctx, svc, directory, topic, queues[0], text, pub)
+		return errs
+	}
 	var wg sync.WaitGroup
 	for i, q := range queues {
 		wg.Add(1)
@@ -82,13 +92,7 @@ func (b *Broker) enqueueAll(ctx context.Context, svc storage.Service, directory 
 		}(i, q)
 	}
 	wg.Wait()
-	var failed []error
-	for _, err := range errs {
-		if err != nil {
-			failed = append(failed, err)
-		}
-	}
-	return failed
+	return errs
 }
 
 // enqueue adds text to one group queue. A queue deleted since it was listed

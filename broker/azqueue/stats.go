@@ -24,40 +24,38 @@ type Stats struct {
 	EmptyPolls int64 // dequeue requests that returned nothing
 	Errors     int64 // failed requests and handler errors
 	Requests   int64 // HTTP requests sent, retries included
-	// RequestRetries counts the requests of Requests that the SDK's retry
-	// policy sent again after a failed try (a timeout, a dropped
-	// connection, a 5xx or 503 answer).
+	// RequestRetries counts the requests of Requests that the broker sent
+	// again after a failed try (no answer, a 5xx or 503 answer).
 	RequestRetries int64
+	// Throttled counts the requests the service refused with 503
+	// ServerBusy.
+	Throttled int64
 }
 
 // String formats the counters on one line.
 func (s Stats) String() string {
-	return fmt.Sprintf("published=%d delivered=%d acked=%d retried=%d poisoned=%d renewals=%d leases_lost=%d polls=%d empty_polls=%d errors=%d requests=%d request_retries=%d",
-		s.Published, s.Delivered, s.Acked, s.Retried, s.Poisoned, s.Renewals, s.LeasesLost, s.Polls, s.EmptyPolls, s.Errors, s.Requests, s.RequestRetries)
+	return fmt.Sprintf("published=%d delivered=%d acked=%d retried=%d poisoned=%d renewals=%d leases_lost=%d polls=%d empty_polls=%d errors=%d requests=%d request_retries=%d throttled=%d",
+		s.Published, s.Delivered, s.Acked, s.Retried, s.Poisoned, s.Renewals, s.LeasesLost, s.Polls, s.EmptyPolls, s.Errors, s.Requests, s.RequestRetries, s.Throttled)
 }
 
 // counters is the live, atomically updated form of Stats.
 type counters struct {
 	published, delivered, acked, retried, poisoned atomic.Int64
 	renewals, leasesLost, polls, emptyPolls        atomic.Int64
-	errors, requests                               atomic.Int64
-	firstTries                                     atomic.Int64 // requests before retries
+	errors, requests, retries, throttled           atomic.Int64
 }
 
 func (c *counters) snapshot() Stats {
-	// requests is read before firstTries, which a request increments
-	// first: one starting in between cannot pass for a retry.
-	requests := c.requests.Load()
 	return Stats{
 		Published: c.published.Load(), Delivered: c.delivered.Load(), Acked: c.acked.Load(),
 		Retried: c.retried.Load(), Poisoned: c.poisoned.Load(), Renewals: c.renewals.Load(),
 		LeasesLost: c.leasesLost.Load(), Polls: c.polls.Load(), EmptyPolls: c.emptyPolls.Load(),
-		Errors: c.errors.Load(), Requests: requests, RequestRetries: max(0, requests-c.firstTries.Load()),
+		Errors: c.errors.Load(), Requests: c.requests.Load(), RequestRetries: c.retries.Load(),
+		Throttled: c.throttled.Load(),
 	}
 }
 
-// requestCounter is a pipeline policy counting the requests it sees: every
-// try after the retry policy, each request once before it.
+// requestCounter is a pipeline policy counting the requests it sees.
 func requestCounter(n *atomic.Int64) pipeline.Factory {
 	return pipeline.FactoryFunc(func(next pipeline.Policy, _ *pipeline.PolicyOptions) pipeline.PolicyFunc {
 		return func(ctx context.Context, r pipeline.Request) (pipeline.Response, error) {

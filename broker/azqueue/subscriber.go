@@ -44,7 +44,10 @@ func (b *Broker) Subscribe(topic string, h broker.Handler, opts ...broker.Subscr
 	directory.invalidate(topic)
 
 	s := newSubscription(b, svc, topic, group, name, h, options, sc, cfg.base64)
-	b.track(s)
+	if !b.track(s) {
+		// Disconnect began while the queue was being made ready.
+		return nil, ErrNotConnected
+	}
 	go s.poll()
 	return s, nil
 }
@@ -72,17 +75,18 @@ type subscription struct {
 	cfg     subscribeConfig
 	base64  bool
 
-	leased     chan struct{} // one token per message held: running or waiting for a handler
-	handlers   chan struct{} // one token per running handler
-	waiting    atomic.Int64  // messages fetched and waiting for a handler
-	wakeup     chan struct{} // a local publish to our queue
-	stop       chan struct{} // closed by Unsubscribe
-	done       chan struct{} // closed when the poll loop has exited
-	pollCtx    context.Context
-	cancelPoll context.CancelFunc
-	running    sync.WaitGroup
-	pollErrors throttledLog
-	lastErrors *errorMemory
+	leased      chan struct{} // one token per message held: running or waiting for a handler
+	handlers    chan struct{} // one token per running handler
+	waiting     atomic.Int64  // messages fetched and waiting for a handler
+	wakeup      chan struct{} // a local publish to our queue
+	stop        chan struct{} // closed by Unsubscribe
+	done        chan struct{} // closed when the poll loop has exited
+	pollCtx     context.Context
+	cancelPoll  context.CancelFunc
+	running     activity // process goroutines: messages held
+	pollErrors  throttledLog
+	renewErrors throttledLog
+	lastErrors  *errorMemory
 
 	unsubscribeOnce sync.Once
 	unsubscribeErr  error
@@ -92,17 +96,18 @@ func newSubscription(b *Broker, svc storage.Service, topic, group, queue string,
 	ctx, cancel := context.WithCancel(context.Background())
 	return &subscription{
 		b: b, topic: topic, group: group, handler: h, opts: opts, cfg: cfg, base64: base64,
-		queue:      svc.Queue(queue),
-		poison:     &poisonQueue{queue: svc.Queue(poisonQueueNameFor(queue)), source: queue},
-		leased:     make(chan struct{}, cfg.concurrency+cfg.batchSize),
-		handlers:   make(chan struct{}, cfg.concurrency),
-		wakeup:     make(chan struct{}, 1),
-		stop:       make(chan struct{}),
-		done:       make(chan struct{}),
-		pollCtx:    ctx,
-		cancelPoll: cancel,
-		pollErrors: throttledLog{interval: 30 * time.Second},
-		lastErrors: newErrorMemory(1024),
+		queue:       svc.Queue(queue),
+		poison:      &poisonQueue{queue: svc.Queue(poisonQueueNameFor(queue)), source: queue},
+		leased:      make(chan struct{}, cfg.concurrency+cfg.batchSize),
+		handlers:    make(chan struct{}, cfg.concurrency),
+		wakeup:      make(chan struct{}, 1),
+		stop:        make(chan struct{}),
+		done:        make(chan struct{}),
+		pollCtx:     ctx,
+		cancelPoll:  cancel,
+		pollErrors:  throttledLog{interval: 30 * time.Second},
+		renewErrors: throttledLog{interval: 30 * time.Second},
+		lastErrors:  newErrorMemory(1024),
 	}
 }
 
@@ -140,7 +145,7 @@ func (s *subscription) Unsubscribe() error {
 			<-s.done
 		}
 		s.cancelPoll()
-		if !waitTimeout(&s.running, s.cfg.drain) {
+		if !s.running.wait(s.cfg.drain) {
 			s.unsubscribeErr = fmt.Errorf("azqueue: unsubscribe from queue %q: handlers still running after the %s drain timeout; their messages will be delivered again when their leases end",
 				s.queue.Name(), s.cfg.drain)
 		}
@@ -166,20 +171,23 @@ func (s *subscription) poll() {
 		if want == 0 {
 			return
 		}
+		sent := time.Now()
 		msgs, err := s.dequeue(want)
 		s.unreserve(want - len(msgs))
 		if s.stopping() {
-			s.handBack(msgs)
+			s.handBack(msgs, sent)
 			s.unreserve(len(msgs))
 			return
 		}
 		if err != nil {
 			s.b.stats.errors.Add(1)
-			s.pollErrors.errorf("azqueue: poll queue %q for topic %q: %v; retrying with backoff", s.queue.Name(), s.topic, err)
+			if !storage.IsServerBusy(err) { // the throttle watch reports those
+				s.pollErrors.errorf("azqueue: poll queue %q for topic %q: %v; retrying with backoff", s.queue.Name(), s.topic, err)
+			}
 			if storage.IsQueueNotFound(err) {
 				s.recreateQueue()
 			}
-			if !s.sleep(failing.pause(), idle) {
+			if !s.sleep(max(failing.pause(), retryAfter(err)), idle) {
 				return
 			}
 			continue
@@ -187,8 +195,8 @@ func (s *subscription) poll() {
 		failing.reset()
 		s.pollErrors.recovered("azqueue: polling queue %q works again", s.queue.Name())
 		for _, m := range msgs {
-			s.running.Add(1)
-			go s.process(m)
+			s.running.start()
+			go s.process(m, sent)
 		}
 		if len(msgs) == want {
 			idle.reset()
@@ -245,21 +253,28 @@ func (s *subscription) unreserve(n int) {
 }
 
 // startHandler waits for a free handler, renewing the message's lease
-// meanwhile. It returns false, having handed the message back to the queue,
-// when the subscription stops first.
+// meanwhile. It returns false when the subscription stops first, having
+// handed the message back to the queue, or when the lease was lost while
+// the message waited: that message is not handed to a handler, since
+// another consumer may have it.
 func (s *subscription) startHandler(l *lease) bool {
 	s.waiting.Add(1)
 	defer s.waiting.Add(-1)
 	select {
 	case s.handlers <- struct{}{}:
 		if !s.stopping() {
-			return true
+			if l.held() {
+				return true
+			}
+			<-s.handlers
+			l.stopRenewing()
+			return false
 		}
 		<-s.handlers
 	case <-s.stop:
 	}
 	l.stopRenewing()
-	if err := l.release(0, ""); err != nil {
+	if err := l.release(0, ""); err != nil && !errors.Is(err, ErrLeaseLost) {
 		logger.Warnf("azqueue: hand back message %s to queue %q: %v", l.id, s.queue.Name(), err)
 	}
 	return false
@@ -310,15 +325,16 @@ func (s *subscription) recreateQueue() {
 	}
 }
 
-// handBack makes messages fetched after Unsubscribe visible again at once,
-// rather than leaving them invisible for the visibility timeout.
-func (s *subscription) handBack(msgs []storage.Message) {
+// handBack makes messages fetched after Unsubscribe (by a dequeue sent at
+// sent) visible again at once, rather than leaving them invisible for the
+// visibility timeout.
+func (s *subscription) handBack(msgs []storage.Message, sent time.Time) {
 	var wg sync.WaitGroup
 	for _, m := range msgs {
 		wg.Add(1)
 		go func(m storage.Message) {
 			defer wg.Done()
-			if err := newLease(s.queue, m, s.cfg.visibility, &s.b.stats).release(0, ""); err != nil {
+			if err := s.lease(m, sent).release(0, ""); err != nil && !errors.Is(err, ErrLeaseLost) {
 				logger.Warnf("azqueue: hand back message %s to queue %q: %v", m.ID, s.queue.Name(), err)
 			}
 		}(m)
@@ -326,14 +342,20 @@ func (s *subscription) handBack(msgs []storage.Message) {
 	wg.Wait()
 }
 
-// process handles one leased message: poison it if it has been delivered
-// too often or cannot be read, else wait for a free handler and run it,
-// renewing the lease all the while, then ack (AutoAck) or schedule a retry.
-func (s *subscription) process(m storage.Message) {
-	defer s.running.Done()
+// lease returns the lease of m, dequeued by a request sent at sent.
+func (s *subscription) lease(m storage.Message, sent time.Time) *lease {
+	return newLease(s.queue, m, s.cfg.visibility, sent, &s.b.stats, &s.renewErrors)
+}
+
+// process handles one leased message, dequeued by a request sent at sent:
+// poison it if it has been delivered too often or cannot be read, else wait
+// for a free handler and run it, renewing the lease all the while, then ack
+// (AutoAck) or schedule a retry.
+func (s *subscription) process(m storage.Message, sent time.Time) {
+	defer s.running.done()
 	defer s.unreserve(1)
 
-	l := newLease(s.queue, m, s.cfg.visibility, &s.b.stats)
+	l := s.lease(m, sent)
 	d, err := decodeMessage(m.Text, s.base64)
 	if err != nil {
 		s.poisonMessage(l, m, m.Text, err.Error())
@@ -365,7 +387,8 @@ func (s *subscription) process(m storage.Message) {
 		return
 	}
 	if s.opts.AutoAck {
-		if err := ev.Ack(); err != nil && !errors.Is(err, ErrSettled) {
+		// A lost lease was logged when it was found.
+		if err := ev.Ack(); err != nil && !errors.Is(err, ErrSettled) && !errors.Is(err, ErrLeaseLost) {
 			logger.Errorf("azqueue: topic %q: message %s was handled but not deleted, it will be delivered again: %v", s.topic, m.ID, err)
 		}
 	}
@@ -413,7 +436,9 @@ func (s *subscription) retry(l *lease, d decoded, m storage.Message, cause error
 	}
 	err := l.release(delay, d.withLastError(reason))
 	switch {
-	case errors.Is(err, ErrSettled):
+	case errors.Is(err, ErrSettled), errors.Is(err, ErrLeaseLost):
+		// Settled by the handler itself; or lost, which was logged when
+		// found, and the message comes back anyway.
 		return
 	case err != nil:
 		logger.Errorf("azqueue: topic %q: handler failed on message %s (delivery %d of %d) and the retry could not be scheduled, it will be delivered again when its lease ends: %v; handler error: %v",
@@ -444,17 +469,50 @@ func (s *subscription) poisonMessage(l *lease, m storage.Message, original, reas
 	}
 }
 
-// waitTimeout waits for wg up to d, reporting whether it finished.
-func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
-	done := make(chan struct{})
-	go func() {
-		wg.Wait()
-		close(done)
-	}()
+// activity counts running goroutines and can be waited on with a
+// timeout. A sync.WaitGroup cannot: waiting on one with a timeout takes a
+// goroutine that stays blocked after the timeout for as long as the
+// goroutines it waits for, forever for a handler that never returns.
+type activity struct {
+	mu   sync.Mutex
+	n    int
+	idle chan struct{} // closed when n drops to 0; nil while n is 0
+}
+
+// start counts one more goroutine.
+func (a *activity) start() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.n == 0 {
+		a.idle = make(chan struct{})
+	}
+	a.n++
+}
+
+// done counts one goroutine less.
+func (a *activity) done() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.n--
+	if a.n == 0 {
+		close(a.idle)
+		a.idle = nil
+	}
+}
+
+// wait waits up to d for every counted goroutine to be done, reporting
+// whether they were.
+func (a *activity) wait(d time.Duration) bool {
+	a.mu.Lock()
+	idle := a.idle
+	a.mu.Unlock()
+	if idle == nil {
+		return true
+	}
 	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
-	case <-done:
+	case <-idle:
 		return true
 	case <-timer.C:
 		return false

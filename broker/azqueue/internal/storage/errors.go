@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 )
 
 // Error is a failed request to the queue service.
@@ -18,6 +19,9 @@ type Error struct {
 	Code string
 	// Err is the transport error when no response arrived, or nil.
 	Err error
+	// RetryAfter is the pause the service asked for (its Retry-After
+	// header, on 503 ServerBusy), 0 when it asked for none.
+	RetryAfter time.Duration
 }
 
 // Error implements error. It never includes a URL or a credential.
@@ -47,6 +51,8 @@ const (
 	CodeQueueBeingDeleted    = "QueueBeingDeleted"
 	CodeAuthenticationFailed = "AuthenticationFailed"
 	CodeMessageTooLarge      = "MessageTooLarge"
+	CodeServerBusy           = "ServerBusy"
+	CodeOperationTimedOut    = "OperationTimedOut"
 )
 
 // IsQueueNotFound reports whether err says the queue does not exist.
@@ -64,6 +70,20 @@ func IsLeaseLost(err error) bool {
 	}
 	return e.Code == CodeMessageNotFound || e.Code == CodePopReceiptMismatch ||
 		(e.StatusCode == http.StatusNotFound && e.Code != CodeQueueNotFound)
+}
+
+// IsMessageNotFound reports whether err says the message does not exist
+// (any more): deleted, or expired.
+func IsMessageNotFound(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Code == CodeMessageNotFound
+}
+
+// IsServerBusy reports whether err is a 503 ServerBusy: the queue or the
+// account is past its scalability targets and sheds load.
+func IsServerBusy(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.StatusCode == http.StatusServiceUnavailable
 }
 
 // IsAuth reports whether err says the credentials were refused.

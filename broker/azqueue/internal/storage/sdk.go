@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/Azure/azure-pipeline-go/pipeline"
@@ -249,6 +250,7 @@ func convert(op, queue string, err error) error {
 	if errors.As(err, &se) {
 		if resp := se.Response(); resp != nil {
 			e.StatusCode = resp.StatusCode
+			e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		}
 		e.Code = string(se.ServiceCode())
 		return e
@@ -260,4 +262,19 @@ func convert(op, queue string, err error) error {
 	}
 	e.Err = cause
 	return e
+}
+
+// parseRetryAfter reads a Retry-After header: a number of seconds, or an
+// HTTP date (relative to now). Anything else, or a time past, is 0.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if seconds, err := strconv.Atoi(v); err == nil {
+		return max(0, time.Duration(seconds)*time.Second)
+	}
+	if at, err := http.ParseTime(v); err == nil {
+		return max(0, at.Sub(now))
+	}
+	return 0
 }

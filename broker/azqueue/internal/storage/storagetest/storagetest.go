@@ -1,13 +1,15 @@
 // Package storagetest is an in-memory storage.Service with the queue
 // service's semantics (leases, pop receipts, dequeue counts, visibility
-// delays, size and batch limits) and hooks to inject failures, for fast unit
-// tests of the broker's logic.
+// delays, size and batch limits) and rules that inject the failures of a
+// real service and network (see Rule), for fast tests of the broker's
+// logic.
 package storagetest
 
 import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -17,41 +19,104 @@ import (
 	"github.com/poc-go-micro/poc-go-micro/broker/azqueue/internal/storage"
 )
 
-// Fault decides whether a request fails: it gets the operation ("ping",
-// "list", "create", "enqueue", "dequeue", "update", "delete") and the queue
-// name, and returns the error to fail with, or nil.
-type Fault func(op, queue string) error
+// Outcome is what a Rule does to the requests it strikes, as the real
+// service and network can.
+type Outcome int
+
+const (
+	// Unanswered fails a request before the service applies it, as a
+	// refused or reset connection would: a transport error, no status.
+	Unanswered Outcome = iota + 1
+	// Busy refuses a request without applying it: 503 ServerBusy, the
+	// answer of a queue or account past its scalability targets.
+	Busy
+	// LostAnswer applies a request, then fails it with a transport error,
+	// as when the connection breaks after the service acted: the caller
+	// cannot know that it was applied.
+	LostAnswer
+	// SlowAnswer applies a request and answers it after Rule.Hold, or
+	// fails it with the caller's context error if the caller gives up
+	// first (the request stays applied).
+	SlowAnswer
+	// Hang holds a request for Rule.Hold without applying it, then fails
+	// it with a transport error, or with the caller's context error if the
+	// caller gives up first: a request lost on its way to the service.
+	Hang
+)
+
+// Rule makes some requests slow or fail. The first rule that matches a
+// request and strikes decides what happens to it.
+type Rule struct {
+	// Op is the operation: "ping", "list", "create", "enqueue", "dequeue",
+	// "update" or "delete"; empty matches every operation.
+	Op string
+	// Queue matches requests to this queue only; empty matches every queue.
+	Queue   string
+	Outcome Outcome
+	// Nth strikes only these requests among those the rule matches,
+	// counted from 1 since SetRules; nil strikes every one.
+	Nth []int
+	// Hold is how long SlowAnswer holds the answer back, and Hang the
+	// request.
+	Hold time.Duration
+	// RetryAfter is the pause Busy asks for (the Retry-After header); 0
+	// asks for none.
+	RetryAfter time.Duration
+}
+
+// rule is a Rule with its count of matched requests.
+type rule struct {
+	Rule
+	matched int
+}
 
 // Service is the in-memory queue service.
 type Service struct {
 	mu       sync.Mutex
 	queues   map[string]*queue
 	requests map[string]int
-	fault    Fault
+	struck   map[string]int
+	rules    []*rule
 	maxAsked map[string]int // largest Dequeue max per queue
 }
 
 // NewService returns an empty service.
 func NewService() *Service {
-	return &Service{queues: make(map[string]*queue), requests: make(map[string]int), maxAsked: make(map[string]int)}
+	return &Service{queues: make(map[string]*queue), requests: make(map[string]int), struck: make(map[string]int), maxAsked: make(map[string]int)}
 }
 
-// SetFault installs f (nil removes it).
-func (s *Service) SetFault(f Fault) {
+// SetRules replaces the rules (none: every request is served) and starts
+// their Nth counts afresh.
+func (s *Service) SetRules(rules ...Rule) {
 	s.mu.Lock()
-	s.fault = f
-	s.mu.Unlock()
+	defer s.mu.Unlock()
+	s.rules = s.rules[:0]
+	for _, r := range rules {
+		s.rules = append(s.rules, &rule{Rule: r})
+	}
+}
+
+// Struck returns how many requests of op a rule struck (all ops for "").
+func (s *Service) Struck(op string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return count(s.struck, op)
 }
 
 // Requests returns how many requests of op were made (all ops for "").
 func (s *Service) Requests(op string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return count(s.requests, op)
+}
+
+// count returns counts[op], or the sum of counts for "".
+func count(counts map[string]int, op string) int {
 	if op != "" {
-		return s.requests[op]
+		return counts[op]
 	}
 	n := 0
-	for _, c := range s.requests {
+	for _, c := range counts {
 		n += c
 	}
 	return n
@@ -109,16 +174,79 @@ func (s *Service) Put(queue, text string) {
 	q.add(text, 0, 0)
 }
 
-// begin counts a request and applies the fault hook. Called with s.mu held.
-func (s *Service) begin(ctx context.Context, op, queue string) error {
+// do serves one request of op to queue: it counts it, lets a rule strike
+// it, and runs apply under the lock unless the rule refuses the request
+// first. A lost or slow answer is produced after the lock is released.
+func (s *Service) do(ctx context.Context, op, queue string, apply func() error) error {
+	s.mu.Lock()
 	s.requests[op]++
 	if err := ctx.Err(); err != nil {
+		s.mu.Unlock()
 		return &storage.Error{Op: op, Queue: queue, Err: err}
 	}
-	if s.fault != nil {
-		return s.fault(op, queue)
+	r := s.strike(op, queue)
+	if r != nil {
+		switch r.Outcome {
+		case Unanswered:
+			s.mu.Unlock()
+			return TransportError(op, queue)
+		case Hang:
+			s.mu.Unlock()
+			if !wait(ctx, r.Hold) {
+				return &storage.Error{Op: op, Queue: queue, Err: ctx.Err()}
+			}
+			return TransportError(op, queue)
+		case Busy:
+			s.mu.Unlock()
+			return &storage.Error{Op: op, Queue: queue, StatusCode: http.StatusServiceUnavailable, Code: storage.CodeServerBusy, RetryAfter: r.RetryAfter}
+		}
 	}
-	return nil
+	err := apply()
+	s.mu.Unlock()
+	if r == nil {
+		return err
+	}
+	switch r.Outcome {
+	case LostAnswer:
+		return TransportError(op, queue)
+	case SlowAnswer:
+		if !wait(ctx, r.Hold) {
+			return &storage.Error{Op: op, Queue: queue, Err: ctx.Err()}
+		}
+	}
+	return err
+}
+
+// wait waits for d, or until ctx is done, reporting whether d passed.
+func wait(ctx context.Context, d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// strike returns the first rule that matches a request of op to queue and
+// strikes it, counting the request for every rule it matches. Called with
+// s.mu held.
+func (s *Service) strike(op, queue string) *rule {
+	var struck *rule
+	for _, r := range s.rules {
+		if (r.Op != "" && r.Op != op) || (r.Queue != "" && r.Queue != queue) {
+			continue
+		}
+		r.matched++
+		if struck == nil && (r.Nth == nil || slices.Contains(r.Nth, r.matched)) {
+			struck = r
+		}
+	}
+	if struck != nil {
+		s.struck[op]++
+	}
+	return struck
 }
 
 func (s *Service) ensure(name string, md map[string]string) *queue {
@@ -132,29 +260,28 @@ func (s *Service) ensure(name string, md map[string]string) *queue {
 
 // Ping implements storage.Service.
 func (s *Service) Ping(ctx context.Context) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.begin(ctx, "ping", "")
+	return s.do(ctx, "ping", "", func() error { return nil })
 }
 
 // ListQueues implements storage.Service.
 func (s *Service) ListQueues(ctx context.Context, prefix string) ([]storage.QueueInfo, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if err := s.begin(ctx, "list", ""); err != nil {
+	var out []storage.QueueInfo
+	err := s.do(ctx, "list", "", func() error {
+		for name, q := range s.queues {
+			if strings.HasPrefix(name, prefix) {
+				md := make(map[string]string, len(q.metadata))
+				for k, v := range q.metadata {
+					md[k] = v
+				}
+				out = append(out, storage.QueueInfo{Name: name, Metadata: md})
+			}
+		}
+		sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+		return nil
+	})
+	if err != nil {
 		return nil, err
 	}
-	var out []storage.QueueInfo
-	for name, q := range s.queues {
-		if strings.HasPrefix(name, prefix) {
-			md := make(map[string]string, len(q.metadata))
-			for k, v := range q.metadata {
-				md[k] = v
-			}
-			out = append(out, storage.QueueInfo{Name: name, Metadata: md})
-		}
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
 }
 
@@ -218,107 +345,102 @@ func (h queueHandle) lookup(op string) (*queue, error) {
 }
 
 func (h queueHandle) Create(ctx context.Context, metadata map[string]string) error {
-	h.s.mu.Lock()
-	defer h.s.mu.Unlock()
-	if err := h.s.begin(ctx, "create", h.name); err != nil {
-		return err
-	}
-	h.s.ensure(h.name, metadata)
-	return nil
+	return h.s.do(ctx, "create", h.name, func() error {
+		h.s.ensure(h.name, metadata)
+		return nil
+	})
 }
 
 func (h queueHandle) Enqueue(ctx context.Context, text string, delay, ttl time.Duration) error {
-	h.s.mu.Lock()
-	defer h.s.mu.Unlock()
-	if err := h.s.begin(ctx, "enqueue", h.name); err != nil {
-		return err
-	}
-	if len(text) > storage.MaxMessageSize {
-		return &storage.Error{Op: "enqueue", Queue: h.name, StatusCode: http.StatusRequestEntityTooLarge, Code: "RequestBodyTooLarge"}
-	}
-	q, err := h.lookup("enqueue")
-	if err != nil {
-		return err
-	}
-	q.add(text, delay, ttl)
-	return nil
+	return h.s.do(ctx, "enqueue", h.name, func() error {
+		if len(text) > storage.MaxMessageSize {
+			return &storage.Error{Op: "enqueue", Queue: h.name, StatusCode: http.StatusRequestEntityTooLarge, Code: "RequestBodyTooLarge"}
+		}
+		q, err := h.lookup("enqueue")
+		if err != nil {
+			return err
+		}
+		q.add(text, delay, ttl)
+		return nil
+	})
 }
 
 func (h queueHandle) Dequeue(ctx context.Context, max int, visibility time.Duration) ([]storage.Message, error) {
-	h.s.mu.Lock()
-	defer h.s.mu.Unlock()
-	if err := h.s.begin(ctx, "dequeue", h.name); err != nil {
-		return nil, err
-	}
-	if max < 1 || max > storage.MaxBatch {
-		return nil, &storage.Error{Op: "dequeue", Queue: h.name, StatusCode: http.StatusBadRequest, Code: "OutOfRangeQueryParameterValue"}
-	}
-	if max > h.s.maxAsked[h.name] {
-		h.s.maxAsked[h.name] = max
-	}
-	q, err := h.lookup("dequeue")
+	var out []storage.Message
+	err := h.s.do(ctx, "dequeue", h.name, func() error {
+		if max < 1 || max > storage.MaxBatch {
+			return &storage.Error{Op: "dequeue", Queue: h.name, StatusCode: http.StatusBadRequest, Code: "OutOfRangeQueryParameterValue"}
+		}
+		if max > h.s.maxAsked[h.name] {
+			h.s.maxAsked[h.name] = max
+		}
+		q, err := h.lookup("dequeue")
+		if err != nil {
+			return err
+		}
+		now := time.Now()
+		kept := q.messages[:0]
+		for _, m := range q.messages {
+			if !m.expiresAt.IsZero() && now.After(m.expiresAt) {
+				continue
+			}
+			kept = append(kept, m)
+			if len(out) == max || now.Before(m.visibleAt) {
+				continue
+			}
+			m.dequeueCount++
+			m.receipt = uuid.New().String()
+			m.visibleAt = now.Add(visibility)
+			out = append(out, storage.Message{
+				ID: m.id, Text: m.text, DequeueCount: m.dequeueCount, InsertionTime: m.inserted,
+				Lease: storage.Lease{PopReceipt: m.receipt, NextVisibleTime: m.visibleAt},
+			})
+		}
+		q.messages = kept
+		return nil
+	})
 	if err != nil {
 		return nil, err
 	}
-	now := time.Now()
-	var out []storage.Message
-	kept := q.messages[:0]
-	for _, m := range q.messages {
-		if !m.expiresAt.IsZero() && now.After(m.expiresAt) {
-			continue
-		}
-		kept = append(kept, m)
-		if len(out) == max || now.Before(m.visibleAt) {
-			continue
-		}
-		m.dequeueCount++
-		m.receipt = uuid.New().String()
-		m.visibleAt = now.Add(visibility)
-		out = append(out, storage.Message{
-			ID: m.id, Text: m.text, DequeueCount: m.dequeueCount, InsertionTime: m.inserted,
-			Lease: storage.Lease{PopReceipt: m.receipt, NextVisibleTime: m.visibleAt},
-		})
-	}
-	q.messages = kept
 	return out, nil
 }
 
 func (h queueHandle) Update(ctx context.Context, id, popReceipt, text string, visibility time.Duration) (storage.Lease, error) {
-	h.s.mu.Lock()
-	defer h.s.mu.Unlock()
-	if err := h.s.begin(ctx, "update", h.name); err != nil {
-		return storage.Lease{}, err
-	}
-	q, err := h.lookup("update")
+	var lease storage.Lease
+	err := h.s.do(ctx, "update", h.name, func() error {
+		q, err := h.lookup("update")
+		if err != nil {
+			return err
+		}
+		m, _, err := q.find(id, popReceipt)
+		if err != nil {
+			return withOp(err, "update", h.name)
+		}
+		m.text = text
+		m.receipt = uuid.New().String()
+		m.visibleAt = time.Now().Add(visibility)
+		lease = storage.Lease{PopReceipt: m.receipt, NextVisibleTime: m.visibleAt}
+		return nil
+	})
 	if err != nil {
 		return storage.Lease{}, err
 	}
-	m, _, err := q.find(id, popReceipt)
-	if err != nil {
-		return storage.Lease{}, withOp(err, "update", h.name)
-	}
-	m.text = text
-	m.receipt = uuid.New().String()
-	m.visibleAt = time.Now().Add(visibility)
-	return storage.Lease{PopReceipt: m.receipt, NextVisibleTime: m.visibleAt}, nil
+	return lease, nil
 }
 
 func (h queueHandle) Delete(ctx context.Context, id, popReceipt string) error {
-	h.s.mu.Lock()
-	defer h.s.mu.Unlock()
-	if err := h.s.begin(ctx, "delete", h.name); err != nil {
-		return err
-	}
-	q, err := h.lookup("delete")
-	if err != nil {
-		return err
-	}
-	_, i, err := q.find(id, popReceipt)
-	if err != nil {
-		return withOp(err, "delete", h.name)
-	}
-	q.messages = append(q.messages[:i], q.messages[i+1:]...)
-	return nil
+	return h.s.do(ctx, "delete", h.name, func() error {
+		q, err := h.lookup("delete")
+		if err != nil {
+			return err
+		}
+		_, i, err := q.find(id, popReceipt)
+		if err != nil {
+			return withOp(err, "delete", h.name)
+		}
+		q.messages = append(q.messages[:i], q.messages[i+1:]...)
+		return nil
+	})
 }
 
 func withOp(err error, op, queue string) error {
@@ -328,7 +450,7 @@ func withOp(err error, op, queue string) error {
 	return err
 }
 
-// TransportError is a ready Fault result: no answer from the service.
+// TransportError is the error of a request that got no answer.
 func TransportError(op, queue string) error {
 	return &storage.Error{Op: op, Queue: queue, Err: fmt.Errorf("connection refused (injected)")}
 }
