@@ -149,7 +149,7 @@ fuzz-corpus: ## Like fuzz, then copy up to 50 interesting inputs per target to b
 	@FUZZTIME=$(FUZZTIME) scripts/fuzz.sh --save
 
 .PHONY: bench
-bench: deps ## Benchmark every path against plain grpc-go and the raw Azure SDK (own etcd + Azurite, ~7 min); writes BENCHMARKS.md.
+bench: deps ## Benchmark every path against plain grpc-go and the raw Azure SDK, also at 10 and 30 ms of round trip (own etcd + Azurite, ~10 min); writes BENCHMARKS.md.
 	@scripts/bench.sh
 
 .PHONY: clean

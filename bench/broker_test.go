@@ -126,7 +126,7 @@ func (e *sdkEnv) warmUp(tb testing.TB) {
 		tb.Fatalf("warm Azurite up: subscribe: %v", err)
 	}
 	defer s.Unsubscribe()
-	if _, err := rawDrain(m, warmUpMessages, func(*sdk.DequeuedMessage) {}); err != nil {
+	if _, err := rawDrain(m, warmUpMessages, consumeWorkers, func(*sdk.DequeuedMessage) {}); err != nil {
 		tb.Fatalf("warm Azurite up: raw drain: %v", err)
 	}
 	for br.Stats().Acked < warmUpMessages {
@@ -379,8 +379,9 @@ func BenchmarkConsume(b *testing.B) {
 	env := sdkFor(b)
 	w := wireFor(b, env)
 
-	ours, ourPolls := consumerSide(env, w, "azqueue")
-	batch32, batch32Polls := consumerSide(env, w, "batch32", azqueue.BatchSize(sdk.QueueMaxMessagesDequeue), azqueue.Concurrency(consumeWorkers))
+	direct := env.az.ConnectionString()
+	ours, ourPolls := consumerSide(env, w, "azqueue", direct)
+	batch32, batch32Polls := consumerSide(env, w, "batch32", direct, azqueue.BatchSize(sdk.QueueMaxMessagesDequeue), azqueue.Concurrency(consumeWorkers))
 
 	var rawName string
 	var rawQueue sdk.MessagesURL
@@ -394,7 +395,7 @@ func BenchmarkConsume(b *testing.B) {
 		rawGot = exactlyOnce{}
 	}
 	base.slice = func(b *testing.B) int {
-		n, err := rawDrain(rawQueue, consumeBacklog, func(m *sdk.DequeuedMessage) { rawGot.add(string(m.ID)) })
+		n, err := rawDrain(rawQueue, consumeBacklog, consumeWorkers, func(m *sdk.DequeuedMessage) { rawGot.add(string(m.ID)) })
 		if err != nil {
 			b.Fatalf("raw drain: %v", err)
 		}
@@ -415,10 +416,11 @@ func BenchmarkConsume(b *testing.B) {
 	}
 }
 
-// consumerSide is a side of BenchmarkConsume that drains the backlog with
-// our broker's subscription, subscribed with opts; polls counts its
-// dequeue requests.
-func consumerSide(env *sdkEnv, w wire, name string, opts ...broker.SubscribeOption) (s *side, polls *int64) {
+// consumerSide is a side of a consume benchmark that drains the backlog
+// with our broker's subscription, connected with connStr and subscribed
+// with opts; polls counts its dequeue requests. The backlog is filled
+// straight into the shared Azurite, whatever connStr points at.
+func consumerSide(env *sdkEnv, w wire, name, connStr string, opts ...broker.SubscribeOption) (s *side, polls *int64) {
 	var topic string
 	var sub *azqueue.Broker
 	var got exactlyOnce
@@ -427,7 +429,7 @@ func consumerSide(env *sdkEnv, w wire, name string, opts ...broker.SubscribeOpti
 	s.prepare = func(b *testing.B) {
 		topic = uniqueName("cons")
 		fill(b, env.createQueue(b, queueFor(topic)), w)
-		sub = azqueue.NewBroker(azqueue.ConnectionString(env.az.ConnectionString())).(*azqueue.Broker)
+		sub = azqueue.NewBroker(azqueue.ConnectionString(connStr)).(*azqueue.Broker)
 		if err := sub.Connect(); err != nil {
 			b.Fatalf("connect the subscriber: %v", err)
 		}
@@ -554,33 +556,62 @@ func (e *exactlyOnce) check(b *testing.B, want int) {
 }
 
 // rawDrain is the raw consumer: one goroutine dequeues up to 32 messages
-// at a time, never waiting for deletes, and consumeWorkers goroutines
-// delete them as they come. It stops after want deletes and returns the
-// number of dequeue requests.
-func rawDrain(q sdk.MessagesURL, want int, handle func(*sdk.DequeuedMessage)) (int64, error) {
+// at a time, never waiting for deletes, and workers goroutines handle and
+// delete them as they come (the concurrency our subscription's Concurrency
+// sets). It stops after want deletes and returns the number of dequeue
+// requests.
+func rawDrain(q sdk.MessagesURL, want, workers int, handle func(*sdk.DequeuedMessage)) (int64, error) {
+	return rawDrainHolding(q, want, workers, sdk.QueueMaxMessagesDequeue, 0, handle)
+}
+
+// rawDrainHolding is rawDrain with dequeues of batch messages and, when
+// held is positive, at most held messages leased at once: the dequeuer
+// waits until room for a whole batch is free (a worker frees a message's
+// room once it is deleted), which is the bound a subscription keeps
+// (Concurrency + BatchSize).
+func rawDrainHolding(q sdk.MessagesURL, want, workers, batch, held int, handle func(*sdk.DequeuedMessage)) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), brokerTimeout)
 	defer cancel()
 	msgs := make(chan *sdk.DequeuedMessage, sdk.QueueMaxMessagesDequeue)
+	var room chan struct{} // one token per message leased; nil: unbounded
+	if held > 0 {
+		room = make(chan struct{}, held)
+	}
 	var dequeues int64
 	var fetchErr error
 	go func() {
 		defer close(msgs)
 		for fetched := 0; fetched < want; {
-			resp, err := q.Dequeue(ctx, sdk.QueueMaxMessagesDequeue, visibility)
+			if room != nil {
+				for range batch {
+					select {
+					case room <- struct{}{}:
+					case <-ctx.Done():
+						return
+					}
+				}
+			}
+			resp, err := q.Dequeue(ctx, int32(batch), visibility)
 			dequeues++
 			if err != nil {
 				fetchErr = err
 				return
 			}
-			for i := int32(0); i < resp.NumMessages(); i++ {
-				msgs <- resp.Message(i)
+			n := int(resp.NumMessages())
+			if room != nil {
+				for range batch - n {
+					<-room
+				}
+			}
+			for i := 0; i < n; i++ {
+				msgs <- resp.Message(int32(i))
 				fetched++
 			}
 		}
 	}()
 	var wg sync.WaitGroup
-	errs := make([]error, consumeWorkers)
-	for k := range consumeWorkers {
+	errs := make([]error, workers)
+	for k := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -589,6 +620,9 @@ func rawDrain(q sdk.MessagesURL, want int, handle func(*sdk.DequeuedMessage)) (i
 				if _, err := q.NewMessageIDURL(m.ID).Delete(ctx, m.PopReceipt); err != nil && errs[k] == nil {
 					errs[k] = err
 					cancel()
+				}
+				if room != nil {
+					<-room
 				}
 			}
 		}()
@@ -702,7 +736,7 @@ func latencyRaw(b *testing.B, env *sdkEnv, w wire, lat *latencies) int {
 	drained := make(chan error, 1)
 	b.StartTimer()
 	go func() {
-		_, err := rawDrain(q, latencyMessages, func(m *sdk.DequeuedMessage) {
+		_, err := rawDrain(q, latencyMessages, consumeWorkers, func(m *sdk.DequeuedMessage) {
 			now := time.Now()
 			i, ok := w.seq(m.Text)
 			if !ok || i >= latencyMessages {

@@ -45,6 +45,14 @@ type stack struct {
 	bin     string
 	service string // the servers' registered name, unique per test
 	events  *consumption
+	// registry is the etcd endpoints the binaries use: the test's etcd,
+	// or a cluster's members.
+	registry string
+	// connection is the connection string the binaries and the test's
+	// publisher use: Azurite's, or its proxy's (throughProxy).
+	connection string
+	// proxy is the Azure-like network in front of Azurite, nil without one.
+	proxy *testenv.StorageProxy
 }
 
 func newStack(t *testing.T) *stack {
@@ -57,18 +65,29 @@ func newStack(t *testing.T) *stack {
 		azurite: testenv.StartAzurite(t),
 		service: "poc.faults." + strings.ToLower(strings.NewReplacer("/", ".", "_", "-").Replace(t.Name())),
 	}
+	s.registry, s.connection = s.etcd.Endpoint(), s.azurite.ConnectionString()
 	return s
 }
 
-// env is what every binary gets: the test's Azurite, plus extra settings
-// such as AZQUEUE_* variables.
+// throughProxy puts an Azure-like network (testenv.StorageProxy) between
+// Azurite and the binaries and publishers started from now on, and returns
+// it; the test's own checks of the queues still go to Azurite directly.
+func (s *stack) throughProxy() *testenv.StorageProxy {
+	s.proxy = testenv.StartStorageProxy(s.t, s.azurite)
+	s.proxy.Seed(1)
+	s.connection = s.proxy.ConnectionString()
+	return s.proxy
+}
+
+// env is what every binary gets: the test's queue service, plus extra
+// settings such as AZQUEUE_* variables.
 func (s *stack) env(extra ...string) []string {
-	return append([]string{"AZURE_STORAGE_CONNECTION_STRING=" + s.azurite.ConnectionString()}, extra...)
+	return append([]string{"AZURE_STORAGE_CONNECTION_STRING=" + s.connection}, extra...)
 }
 
 // args prefixes a binary's own arguments with the test's registry.
 func (s *stack) args(own ...string) []string {
-	return append([]string{"--registry=etcd", "--registry_address=" + s.etcd.Endpoint()}, own...)
+	return append([]string{"--registry=etcd", "--registry_address=" + s.registry}, own...)
 }
 
 // startServer starts a server process called name (for messages and the
@@ -432,7 +451,7 @@ func eventSays(say string, n int) []string {
 // publishes one event at a time.
 func (s *stack) publishEvents(say string, n int) []string {
 	s.t.Helper()
-	b := azqueue.NewBroker(azqueue.ConnectionString(s.azurite.ConnectionString()))
+	b := azqueue.NewBroker(azqueue.ConnectionString(s.connection))
 	if err := b.Connect(); err != nil {
 		s.t.Fatalf("connect the test's publisher: %v", err)
 	}

@@ -29,19 +29,22 @@ const notApplicable = -1
 
 // outcome is one scenario's row of the report.
 type outcome struct {
-	scenario   int    // the issue's number, 1 to 9
+	scenario   int    // the row's number: 1 to 9 from issue 4, 10 to 14 from issue 11
 	title      string // what was done
 	published  int
 	handled    int // handlings, duplicates included
 	duplicates int
 	poisoned   int
 	lost       int
-	notes      string // recovery times and other measurements
+	// requestsPerHandled is the requests the queue service received per
+	// handling, where a proxy counted them; 0 elsewhere.
+	requestsPerHandled float64
+	notes              string // recovery times and other measurements
 }
 
 // scenarios are the rows the report must have; a run that recorded fewer
 // (a -run filter, a skipped test) writes nothing.
-var scenarios = []int{1, 2, 3, 4, 5, 6, 7, 8, 9}
+var scenarios = []int{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
 
 var report struct {
 	mu   sync.Mutex
@@ -102,8 +105,8 @@ func renderReport(rows map[int]outcome) []byte {
 	fmt.Fprintf(&b, "What the fault suite in [`faults/`](faults/) measured on its last full run: the real binaries against a real etcd and a real Azurite, killed, stopped, restarted and fed hostile input. ")
 	fmt.Fprintf(&b, "Every scenario passed its assertions; the figures are what that run counted, not targets. `make test` runs the same suite on every CI run without rewriting this file; `make reliability` reruns it and rewrites it.\n\n")
 	fmt.Fprintf(&b, "Run: %s, %s/%s, %d CPUs, %s, commit %s.\n\n", time.Now().UTC().Format("2006-01-02 15:04 MST"), runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), runtime.Version(), commit())
-	fmt.Fprintf(&b, "| # | scenario | published | handled | duplicates | poisoned | lost | recovery time / notes |\n")
-	fmt.Fprintf(&b, "|---|---|---:|---:|---:|---:|---:|---|\n")
+	fmt.Fprintf(&b, "| # | scenario | published | handled | duplicates | poisoned | lost | requests / handled | recovery time / notes |\n")
+	fmt.Fprintf(&b, "|---|---|---:|---:|---:|---:|---:|---:|---|\n")
 	keys := make([]int, 0, len(rows))
 	for k := range rows {
 		keys = append(keys, k)
@@ -111,16 +114,25 @@ func renderReport(rows map[int]outcome) []byte {
 	sort.Ints(keys)
 	for _, k := range keys {
 		r := rows[k]
-		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, cell(r.title), figure(r.published), figure(r.handled), figure(r.duplicates), figure(r.poisoned), figure(r.lost), cell(r.notes))
+		fmt.Fprintf(&b, "| %d | %s | %s | %s | %s | %s | %s | %s | %s |\n", r.scenario, cell(r.title), figure(r.published), figure(r.handled), figure(r.duplicates), figure(r.poisoned), figure(r.lost), ratio(r.requestsPerHandled), cell(r.notes))
 	}
 	fmt.Fprintf(&b, "\n%s", legend)
 	return b.Bytes()
 }
 
-const legend = `**Columns.** *published*: events written to the queue (by client-azqueue-pub, the test through the real broker, or the raw SDK for hostile content). *handled*: times the server's subscriber logged an event as received, duplicates included. *duplicates*: handlings beyond the first of the same event (same text and ` + "`Micro-Id`" + `): what at-least-once delivery costs in that scenario. *poisoned*: records in the ` + "`<queue>-poison`" + ` queue. *lost*: events published but neither handled nor poisoned; every scenario asserts 0, and that the queue ends empty, leased messages included. "—": not applicable.
+const legend = `**Columns.** *published*: events written to the queue (by client-azqueue-pub, the test through the real broker, or the raw SDK for hostile content). *handled*: times the server's subscriber logged an event as received, duplicates included. *duplicates*: handlings beyond the first of the same event (same text and ` + "`Micro-Id`" + `): what at-least-once delivery costs in that scenario. *poisoned*: records in the ` + "`<queue>-poison`" + ` queue. *lost*: events published but neither handled nor poisoned; every scenario asserts 0, and that the queue ends empty, leased messages included. *requests / handled*: HTTP requests the queue service received (counted by the Azure-like proxy in front of Azurite, publishes and the test's own checks excluded) per handling, where a scenario runs through the proxy. "—": not applicable.
 
 The scenarios, their settings and their assertions are described in each test's doc comment in ` + "`faults/`" + `; the issue that asked for them lists what each must prove.
 `
+
+// ratio formats a requests-per-handling figure, or "—" for none (0, or
+// notApplicable).
+func ratio(r float64) string {
+	if r <= 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", r)
+}
 
 func figure(n int) string {
 	if n == notApplicable {

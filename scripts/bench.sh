@@ -10,9 +10,9 @@
 #
 # Settings (environment): BENCH_ROUNDS (default 6: benchstat's minimum for
 # a confidence interval), BENCH_DEADLINE (seconds from the start by which the
-# rounds must be done, default 420: no new round starts that would end
+# rounds must be done, default 600: no new round starts that would end
 # later, but at least 3 run, so a slow machine gets fewer rounds rather than
-# a run past 10 minutes), BENCH_TIME (go test -benchtime of each case,
+# a run past 12 minutes), BENCH_TIME (go test -benchtime of each case,
 # default 1500ms), BENCH_IDLE_WINDOW (how long idle
 # requests are counted, default 120s), BENCH_OUT (scratch folder, default
 # bin/bench).
@@ -22,12 +22,12 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 rounds=${BENCH_ROUNDS:-6}
-deadline=${BENCH_DEADLINE:-420}
+deadline=${BENCH_DEADLINE:-600}
 min_rounds=3
 benchtime=${BENCH_TIME:-1500ms}
 idle_window=${BENCH_IDLE_WINDOW:-120s}
 out=${BENCH_OUT:-bin/bench}
-suite='^Benchmark(Unary|Stream|PingPong|Publish|Consume|Latency)$'
+suite='^Benchmark(Unary|Stream|PingPong|Publish|PublishAtRTT|Consume|ConsumeAtRTT|Latency)$'
 
 start=$(date +%s)
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)

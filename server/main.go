@@ -42,6 +42,7 @@ var (
 	subscriberQueue string
 	shutdownTimeout time.Duration
 	failMatching    string
+	handleDelay     time.Duration
 	maxMessageSize  int
 )
 
@@ -88,6 +89,12 @@ var flags = []cli.Flag{
 		Usage:       "fault injection for demos and tests: the subscriber fails every event whose text contains this string, so the broker retries it and finally moves it to the poison queue; empty fails none",
 		Destination: &failMatching,
 	},
+	&cli.DurationFlag{
+		Name:        "handle_delay",
+		EnvVars:     []string{"POC_HANDLE_DELAY"},
+		Usage:       "fault injection for demos and tests: the subscriber spends this long on every event (a slow handler), so the broker must keep renewing its lease; 0 adds nothing",
+		Destination: &handleDelay,
+	},
 }
 
 // errLog reports fatal errors on stderr.
@@ -131,6 +138,9 @@ func main() {
 	if failMatching != "" {
 		logger.Warnf("fault injection: failing every event whose text contains %q (--fail_events_matching)", failMatching)
 	}
+	if handleDelay > 0 {
+		logger.Warnf("fault injection: spending %s on every event (--handle_delay)", handleDelay)
+	}
 
 	// go-micro's gRPC server accepts 4 MiB messages by default and reads a
 	// message whole before its handler sees it: a client could make it
@@ -144,7 +154,7 @@ func main() {
 	if err := example.RegisterExampleHandler(service.Server(), handler.New(handler.MaxStreamCount(streamMaxCount))); err != nil {
 		errLog.Fatalf("register the Example handler: %v", err)
 	}
-	events := subscriber.Recorder{FailMatching: failMatching}
+	events := subscriber.Recorder{FailMatching: failMatching, Delay: handleDelay}
 	if err := micro.RegisterSubscriber(topic, service.Server(), events.Handle, subscriberOptions()...); err != nil {
 		errLog.Fatalf("subscribe to topic %q: %v", topic, err)
 	}
@@ -187,6 +197,9 @@ func checkFlags(*cli.Context) error {
 	}
 	if shutdownTimeout <= 0 {
 		return fmt.Errorf("--shutdown_timeout must be positive, got %s", shutdownTimeout)
+	}
+	if handleDelay < 0 {
+		return fmt.Errorf("--handle_delay must not be negative, got %s", handleDelay)
 	}
 	return nil
 }

@@ -77,6 +77,7 @@ var conformanceCases = []conformanceCase{
 	{name: "ServerAndClientTwinsReachTheBroker", run: testServerAndClientTwinsReachTheBroker},
 	{name: "AtMostConcurrencyPlusBatchSizeMessagesAreHeld", run: testAtMostConcurrencyPlusBatchSizeMessagesAreHeld},
 	{name: "MessagesWaitingForAHandlerKeepTheirLease", run: testMessagesWaitingForAHandlerKeepTheirLease},
+	{name: "FullAnswersOverlapDequeuesWithinTheRoom", run: testFullAnswersOverlapDequeuesWithinTheRoom},
 	{name: "LocalPublishWakesAnIdlePoller", serial: true, run: testLocalPublishWakesAnIdlePoller},
 	{name: "SubscriptionSurvivesTransportErrors", run: testSubscriptionSurvivesTransportErrors},
 	{name: "PartialPublishFailureNamesTheFailedQueue", run: testPartialPublishFailureNamesTheFailedQueue},
@@ -1347,6 +1348,38 @@ func testAtMostConcurrencyPlusBatchSizeMessagesAreHeld(t *testing.T, e *env) {
 			t.Errorf("at most %d messages leased at once, want between %d (a batch fetched ahead) and Concurrency+BatchSize = %d",
 				max, concurrency+1, concurrency+batch)
 		}
+	}
+}
+
+func testFullAnswersOverlapDequeuesWithinTheRoom(t *testing.T, e *env) {
+	// Every dequeue is answered after hold, as over a long round trip. One
+	// dequeue at a time would hand out the backlog one batch per hold: the
+	// last batch's handlers would start at least (batches-1)·hold after the
+	// first's. With Concurrency(8) and BatchSize(4) the room is 12 messages,
+	// so while answers come back full up to three dequeues are in flight.
+	const hold = 300 * time.Millisecond
+	const concurrency, batch, batches = 8, 4, 6
+	topic := newTopic()
+	queue := e.createQueue(topic, DefaultGroup)
+	ids := publishMessages(t, e.connected(), topic, batch*batches)
+	e.faults(storagetest.Rule{Op: "dequeue", Queue: queue, Outcome: storagetest.SlowAnswer, Hold: hold})
+	r := newRecorder(t)
+	e.subscribe(e.connected(), topic, r.handler(nil), Concurrency(concurrency), BatchSize(batch), fastPolls)
+	r.waitIDs(t, ids, waitLong)
+	assertExactlyOnce(t, "dequeues answered after "+hold.String(), r.ids(), ids)
+	first, last := time.Time{}, time.Time{}
+	for _, d := range r.all() {
+		if first.IsZero() || d.started.Before(first) {
+			first = d.started
+		}
+		if d.started.After(last) {
+			last = d.started
+		}
+	}
+	// Overlapping, the six batches come in three waves, two holds apart;
+	// one at a time they would take five.
+	if span, sequential := last.Sub(first), time.Duration(batches-1)*hold; span >= sequential-hold {
+		t.Errorf("%d batches handed out over %s, want well under the %s of one dequeue at a time", batches, span.Round(time.Millisecond), sequential)
 	}
 }
 

@@ -136,21 +136,28 @@
 // deleted from its queue, in that order, so a crash in between duplicates
 // it and never loses it. Poison records never expire.
 //
-// Polling: immediately again after a full batch; otherwise a randomized
-// exponential pause: a bound doubling from the minimum (default 100ms) to
-// the maximum (default 10s) of PollInterval, each pause drawn from 50-100%
-// of it (never below the minimum) and from 90-100% of the maximum once
-// there, so an idle subscription at defaults makes at most 60/9 = 6.7
-// requests a minute. A failing poll (service unreachable, throttling,
-// authentication refused) backs off from ten times the minimum to the
-// maximum, or 10s if that is longer, so at defaults it costs no more
-// requests than an idle queue and resumes within 10s of the service's
-// return; such errors are logged at most every 30s with a count. A publish
-// from this process that reached a queue it consumes wakes the poller at
-// once (a failed one does not, so that it cannot defeat the backoff).
+// Polling: immediately again after a full batch, and while answers come
+// back full the next dequeue goes out as soon as room for a whole batch is
+// free, without waiting for those in flight. One dequeue at a time would
+// cap a subscription at BatchSize messages per round trip (at most 533 a
+// second at defaults and 30 ms) whatever its Concurrency; this way the
+// room, Concurrency + BatchSize, sets how many messages are in flight, so
+// raising Concurrency raises what a long round trip allows. Otherwise one
+// dequeue at a time, with a randomized exponential pause: a bound doubling
+// from the minimum (default 100ms) to the maximum (default 10s) of
+// PollInterval, each pause drawn from 50-100% of it (never below the
+// minimum) and from 90-100% of the maximum once there, so an idle
+// subscription at defaults makes at most 60/9 = 6.7 requests a minute. A
+// failing poll (service unreachable, throttling, authentication refused)
+// backs off from ten times the minimum to the maximum, or 10s if that is
+// longer, so at defaults it costs no more requests than an idle queue and
+// resumes within 10s of the service's return; such errors are logged at
+// most every 30s with a count. A publish from this process that reached a
+// queue it consumes wakes the poller at once (a failed one does not, so
+// that it cannot defeat the backoff).
 //
-// Shutdown: Unsubscribe stops polling (an in-flight dequeue gets 2s to finish
-// and its messages are handed straight back), lets running handlers finish
+// Shutdown: Unsubscribe stops polling (dequeues in flight get 2s to finish
+// and their messages are handed straight back), lets running handlers finish
 // for up to DrainTimeout while still renewing their leases, and makes
 // messages fetched but not started visible again at once. Disconnect does
 // this for every subscription, then logs the counters; a Subscribe that

@@ -3,7 +3,9 @@ package azqueue
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -180,16 +182,98 @@ func TestWithLastError(t *testing.T) {
 	}
 }
 
+// parseEnvelopeCases are texts for the envelope parser: the forms Publish
+// writes, which it must read itself, and near misses, which it must leave
+// to encoding/json.
+var parseEnvelopeCases = []struct {
+	name, text string
+	parsed     bool // read by parseEnvelope rather than encoding/json
+}{
+	{"go-micro's headers", `{"azqueue":1,"headers":{"Content-Type":"application/grpc+proto","Micro-Id":"1","Micro-Topic":"t"},"body":"CgV4eHh4eA=="}`, true},
+	{"no headers", `{"azqueue":1,"body":"eA=="}`, true},
+	{"empty headers object", `{"azqueue":1,"headers":{},"body":""}`, true},
+	{"last error", `{"azqueue":1,"headers":{"A":"b"},"body":"eA==","lastError":"boom: it failed"}`, true},
+	{"key given twice", `{"azqueue":1,"headers":{"A":"1","A":"2"},"body":""}`, true},
+	{"braces and commas in values", `{"azqueue":1,"headers":{"A":"},{,:","B":"x}"},"body":""}`, true},
+	{"escaped quote", `{"azqueue":1,"headers":{"A":"say \"hi\""},"body":""}`, false},
+	{"escaped markup", `{"azqueue":1,"headers":{"A":"\u003c\u0026\u003e"},"body":""}`, false},
+	{"false end of headers inside an escaped value", `{"azqueue":1,"headers":{"A":"x\"},\"body\":\""},"body":"eA=="}`, false},
+	{"UTF-8 in a value", `{"azqueue":1,"headers":{"A":"héllo"},"body":""}`, false},
+	{"invalid UTF-8 in a value", "{\"azqueue\":1,\"headers\":{\"A\":\"\xff\"},\"body\":\"\"}", false},
+	{"control character in a value", "{\"azqueue\":1,\"headers\":{\"A\":\"\t\"},\"body\":\"\"}", false},
+	{"null body", `{"azqueue":1,"body":null}`, false},
+	{"null headers", `{"azqueue":1,"headers":null,"body":""}`, false},
+	{"no body", `{"azqueue":1,"headers":{"A":"b"}}`, false},
+	{"fields in another order", `{"azqueue":1,"body":"eA==","headers":{"A":"b"}}`, false},
+	{"spaces", `{"azqueue": 1, "body": "eA=="}`, false},
+	{"trailing space", `{"azqueue":1,"body":"eA=="} `, false},
+	{"trailing comma in headers", `{"azqueue":1,"headers":{"A":"b",},"body":""}`, false},
+	{"number header value", `{"azqueue":1,"headers":{"A":1},"body":""}`, false},
+	{"unknown field", `{"azqueue":1,"body":"","other":2}`, false},
+	{"version 10", `{"azqueue":10,"body":""}`, false},
+	{"bad base64 body", `{"azqueue":1,"body":"%%%"}`, false},
+	{"body with an escaped slash", `{"azqueue":1,"body":"a\/b="}`, false},
+	{"truncated", `{"azqueue":1,"headers":{"A":"b"},"body":"eA=`, false},
+}
+
+func TestParseEnvelopeAgreesWithEncodingJSON(t *testing.T) {
+	for _, tt := range parseEnvelopeCases {
+		t.Run(tt.name, func(t *testing.T) {
+			_, parsed := parseEnvelope(tt.text)
+			if parsed != tt.parsed {
+				t.Errorf("parseEnvelope read it: %v, want %v", parsed, tt.parsed)
+			}
+			checkParseAgrees(t, tt.text)
+		})
+	}
+	// Whatever go-micro and Publish put in an envelope must take the fast
+	// path, or the consumer pays encoding/json's price on every message.
+	m := &broker.Message{
+		Header: map[string]string{"Content-Type": "application/grpc+proto", "Micro-Topic": "example.events", "Micro-From-Service": "poc.pub"},
+		Body:   []byte("\n\x05hello"),
+	}
+	text, _, err := encodeMessage(m, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := parseEnvelope(text); !ok {
+		t.Errorf("parseEnvelope does not read what Publish writes: %s", text)
+	}
+	checkParseAgrees(t, text)
+}
+
+// checkParseAgrees fails t when parseEnvelope reads text differently from
+// encoding/json.
+func checkParseAgrees(t *testing.T, text string) {
+	t.Helper()
+	got, ok := parseEnvelope(text)
+	if !ok {
+		return
+	}
+	var want envelope
+	if err := json.Unmarshal([]byte(text), &want); err != nil {
+		t.Fatalf("parseEnvelope read %q, which encoding/json refuses: %v", text, err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("parseEnvelope read %q as %+v, encoding/json as %+v", text, got, want)
+	}
+}
+
 // FuzzDecodeMessage checks that no text panics the decoder, that every
-// text is either delivered (envelope or foreign) or reported unreadable, and
-// that envelopes survive a re-encode.
+// text is either delivered (envelope or foreign) or reported unreadable,
+// that envelopes survive a re-encode, and that the envelope parser reads
+// what it accepts as encoding/json does.
 func FuzzDecodeMessage(f *testing.F) {
 	good, _, _ := encodeMessage(&broker.Message{Header: map[string]string{"Content-Type": "application/json"}, Body: []byte(`{"say":"x"}`)}, false)
 	for _, seed := range []string{good, good[:20], base64.StdEncoding.EncodeToString([]byte(good)), `{"azqueue":1}`, `{"azqueue":"1"}`, "", "\x00\xff", `{"say":"hi"}`} {
 		f.Add(seed, false)
 		f.Add(seed, true)
 	}
+	for _, c := range parseEnvelopeCases {
+		f.Add(c.text, false)
+	}
 	f.Fuzz(func(t *testing.T, text string, wholeBase64 bool) {
+		checkParseAgrees(t, text)
 		d, err := decodeMessage(text, wholeBase64)
 		if err != nil {
 			if !errors.Is(err, errUnreadable) {

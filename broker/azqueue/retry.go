@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/micro/go-micro/v2/logger"
@@ -165,6 +166,10 @@ const throttleQuiet = 10 * time.Second
 type throttleWatch struct {
 	stats *counters
 
+	// throttling is set during an episode, so that the answers of a
+	// service that does not throttle pass without taking mu.
+	throttling atomic.Bool
+
 	mu      sync.Mutex
 	since   time.Time // first refusal of the episode; zero outside one
 	last    time.Time // latest refusal
@@ -177,7 +182,7 @@ func (w *throttleWatch) observe(err error) {
 	if busy {
 		w.stats.throttled.Add(1)
 	}
-	if !busy && err != nil {
+	if !busy && (err != nil || !w.throttling.Load()) {
 		return
 	}
 	w.mu.Lock()
@@ -186,6 +191,7 @@ func (w *throttleWatch) observe(err error) {
 	switch {
 	case busy && w.since.IsZero():
 		w.since, w.last, w.refused = now, now, 1
+		w.throttling.Store(true)
 		logger.Warnf("azqueue: the queue service is throttling (%v); every request backs off, honouring its Retry-After, until it stops", err)
 	case busy:
 		w.last = now
@@ -193,5 +199,6 @@ func (w *throttleWatch) observe(err error) {
 	case !w.since.IsZero() && now.Sub(w.last) > throttleQuiet:
 		logger.Infof("azqueue: the queue service stopped throttling: %d requests refused with 503 ServerBusy in %s", w.refused, w.last.Sub(w.since).Round(time.Second))
 		w.since = time.Time{}
+		w.throttling.Store(false)
 	}
 }

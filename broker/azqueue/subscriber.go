@@ -83,9 +83,11 @@ type subscription struct {
 	done        chan struct{} // closed when the poll loop has exited
 	pollCtx     context.Context
 	cancelPoll  context.CancelFunc
-	running     activity // process goroutines: messages held
+	running     activity        // workers: processing messages, or idle and waiting for the next
+	work        chan dispatched // a message for an idle worker
 	pollErrors  throttledLog
 	renewErrors throttledLog
+	ackErrors   throttledLog // acks and retries that failed: one line per message would flood an outage
 	lastErrors  *errorMemory
 
 	unsubscribeOnce sync.Once
@@ -101,12 +103,14 @@ func newSubscription(b *Broker, svc storage.Service, topic, group, queue string,
 		leased:      make(chan struct{}, cfg.concurrency+cfg.batchSize),
 		handlers:    make(chan struct{}, cfg.concurrency),
 		wakeup:      make(chan struct{}, 1),
+		work:        make(chan dispatched),
 		stop:        make(chan struct{}),
 		done:        make(chan struct{}),
 		pollCtx:     ctx,
 		cancelPoll:  cancel,
 		pollErrors:  throttledLog{interval: 30 * time.Second},
 		renewErrors: throttledLog{interval: 30 * time.Second},
+		ackErrors:   throttledLog{interval: 30 * time.Second},
 		lastErrors:  newErrorMemory(1024),
 	}
 }
@@ -157,6 +161,14 @@ func (s *subscription) Unsubscribe() error {
 // poll is the subscription's loop: reserve room for up to a batch of
 // messages, dequeue at most that many, start processing each, and pause
 // when the queue had less than asked for.
+//
+// While dequeues come back full it does not wait for one answer before
+// sending the next dequeue: another goes out whenever room for a whole
+// batch is free. With a round trip of tens of milliseconds one dequeue at
+// a time would cap a subscription at one batch per round trip however many
+// handlers it has; this way the room, Concurrency + BatchSize messages,
+// is what bounds it. Only full answers start overlapping dequeues, so an
+// idle or slow queue is still polled one dequeue at a time, with pauses.
 func (s *subscription) poll() {
 	defer close(s.done)
 	idle := newBackoff(s.cfg.pollMin, s.cfg.pollMax)
@@ -166,55 +178,126 @@ func (s *subscription) poll() {
 	// and found again within one longest pause of its return.
 	failingMax := max(s.cfg.pollMax, failingPollMax)
 	failing := newBackoff(min(s.cfg.pollMin*10, failingMax), failingMax)
+
+	// Every dequeue in flight holds room for at least one message, so
+	// there are never more answers than room.
+	answers := make(chan dequeueAnswer, cap(s.leased))
+	inFlight := 0    // dequeues sent and not answered yet
+	room := 0        // room reserved for the next dequeue
+	full := false    // the latest answer was a whole batch: more are probably waiting
+	var failed error // the latest failed dequeue since the last pause
 	for {
-		want := s.reserve(s.cfg.batchSize, s.lowWater())
-		if want == 0 {
-			return
-		}
-		sent := time.Now()
-		msgs, err := s.dequeue(want)
-		s.unreserve(want - len(msgs))
 		if s.stopping() {
-			s.handBack(msgs, sent)
-			s.unreserve(len(msgs))
+			s.stopPolling(answers, inFlight, room)
 			return
 		}
-		if err != nil {
-			s.b.stats.errors.Add(1)
-			if !storage.IsServerBusy(err) { // the throttle watch reports those
-				s.pollErrors.errorf("azqueue: poll queue %q for topic %q: %v; retrying with backoff", s.queue.Name(), s.topic, err)
+		// Another dequeue may go out when none is in flight, or alongside
+		// those in flight while the queue answers whole batches.
+		asking := inFlight == 0 || full
+		if asking {
+			atLeast := s.lowWater()
+			if inFlight > 0 {
+				atLeast = s.cfg.batchSize
 			}
-			if storage.IsQueueNotFound(err) {
-				s.recreateQueue()
+			if room >= atLeast {
+				room += s.reserveUpTo(s.cfg.batchSize - room)
+				inFlight++
+				go s.dequeueInto(answers, room)
+				room = 0
+				continue
 			}
-			if !s.sleep(max(failing.pause(), retryAfter(err)), idle) {
-				return
-			}
+		}
+		var more chan<- struct{} // nil, which never sends, unless a dequeue may go out
+		if asking {
+			more = s.leased
+		}
+		var a dequeueAnswer
+		select {
+		case more <- struct{}{}:
+			room++
+			continue
+		case <-s.stop:
+			continue
+		case a = <-answers:
+		}
+		inFlight--
+		s.unreserve(a.want - len(a.msgs))
+		if s.stopping() {
+			s.handBack(a.msgs, a.sent)
+			s.unreserve(len(a.msgs))
 			continue
 		}
-		failing.reset()
-		s.pollErrors.recovered("azqueue: polling queue %q works again", s.queue.Name())
-		for _, m := range msgs {
-			s.running.start()
-			go s.process(m, sent)
+		if a.err != nil {
+			s.b.stats.errors.Add(1)
+			if !storage.IsServerBusy(a.err) { // the throttle watch reports those
+				s.pollErrors.errorf("azqueue: poll queue %q for topic %q: %v; retrying with backoff", s.queue.Name(), s.topic, a.err)
+			}
+			if storage.IsQueueNotFound(a.err) {
+				s.recreateQueue()
+			}
+			failed, full = a.err, false
+		} else {
+			failing.reset()
+			s.pollErrors.recovered("azqueue: polling queue %q works again", s.queue.Name())
+			for _, m := range a.msgs {
+				s.dispatch(m, a.sent)
+			}
+			full = len(a.msgs) == a.want
+			if len(a.msgs) > 0 {
+				idle.reset()
+			}
 		}
-		if len(msgs) == want {
-			idle.reset()
+		if inFlight > 0 || (full && failed == nil) {
 			continue // full: more are probably waiting
 		}
-		if len(msgs) > 0 {
-			idle.reset()
+		pause := idle.pause()
+		if failed != nil {
+			pause = max(failing.pause(), retryAfter(failed))
 		}
-		if !s.sleep(idle.pause(), idle) {
+		failed, full = nil, false
+		s.unreserve(room)
+		room = 0
+		if !s.sleep(pause, idle) {
 			return
 		}
 	}
 }
 
-// lowWater is how many messages the next dequeue must have room for: one
-// while nothing waits for a handler, so a quiet subscription polls at once;
-// half a batch while messages wait, so that a busy one asks for batches
-// rather than one message per handler that finishes.
+// dequeueAnswer is what one dequeue brought: its messages or its error,
+// the room it had reserved, and when it was sent, from which the messages'
+// leases run.
+type dequeueAnswer struct {
+	msgs []storage.Message
+	err  error
+	want int
+	sent time.Time
+}
+
+// dequeueInto dequeues up to want messages and sends the answer.
+func (s *subscription) dequeueInto(answers chan<- dequeueAnswer, want int) {
+	sent := time.Now()
+	msgs, err := s.dequeue(want)
+	answers <- dequeueAnswer{msgs: msgs, err: err, want: want, sent: sent}
+}
+
+// stopPolling ends the poll loop: it frees the room reserved for no
+// dequeue and hands back the messages of the dequeues still in flight as
+// their answers arrive (Unsubscribe cancels them after dequeueGrace).
+func (s *subscription) stopPolling(answers <-chan dequeueAnswer, inFlight, room int) {
+	s.unreserve(room)
+	for ; inFlight > 0; inFlight-- {
+		a := <-answers
+		s.unreserve(a.want - len(a.msgs))
+		s.handBack(a.msgs, a.sent)
+		s.unreserve(len(a.msgs))
+	}
+}
+
+// lowWater is how many messages a dequeue sent while none is in flight
+// must have room for: one while nothing waits for a handler, so a quiet
+// subscription polls at once; half a batch while messages wait, so that a
+// busy one asks for batches rather than one message per handler that
+// finishes.
 func (s *subscription) lowWater() int {
 	if s.waiting.Load() > 0 {
 		return (s.cfg.batchSize + 1) / 2
@@ -222,25 +305,14 @@ func (s *subscription) lowWater() int {
 	return 1
 }
 
-// reserve waits until room for at least messages is free, then takes up to
-// want in all. It returns 0, holding nothing, when the subscription stops.
-func (s *subscription) reserve(want, atLeast int) int {
-	n := 0
-	for n < atLeast {
+// reserveUpTo takes room for up to n more messages without waiting and
+// returns how much it took.
+func (s *subscription) reserveUpTo(n int) int {
+	for i := 0; i < n; i++ {
 		select {
 		case s.leased <- struct{}{}:
-			n++
-		case <-s.stop:
-			s.unreserve(n)
-			return 0
-		}
-	}
-	for n < want {
-		select {
-		case s.leased <- struct{}{}:
-			n++
 		default:
-			return n
+			return i
 		}
 	}
 	return n
@@ -342,6 +414,49 @@ func (s *subscription) handBack(msgs []storage.Message, sent time.Time) {
 	wg.Wait()
 }
 
+// workerIdle is how long a worker waits for another message before it
+// exits.
+const workerIdle = 10 * time.Second
+
+// dispatched is a message for a worker, dequeued by a request sent at sent.
+type dispatched struct {
+	m    storage.Message
+	sent time.Time
+}
+
+// dispatch hands a message to an idle worker, or starts a worker for it.
+// Workers stay for the next message rather than one goroutine running per
+// message: a new goroutine starts with a small stack and grows it, copying
+// it, in the SDK's deep call chain of the delete, which cost a consumer
+// more CPU per message than decoding the envelope.
+func (s *subscription) dispatch(m storage.Message, sent time.Time) {
+	select {
+	case s.work <- dispatched{m: m, sent: sent}:
+	default:
+		s.running.start()
+		go s.worker(dispatched{m: m, sent: sent})
+	}
+}
+
+// worker processes d, then the messages dispatch hands it, until the
+// subscription stops or no message comes for workerIdle.
+func (s *subscription) worker(d dispatched) {
+	defer s.running.done()
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		s.process(d.m, d.sent)
+		idle.Reset(workerIdle)
+		select {
+		case d = <-s.work:
+		case <-idle.C:
+			return
+		case <-s.stop:
+			return
+		}
+	}
+}
+
 // lease returns the lease of m, dequeued by a request sent at sent.
 func (s *subscription) lease(m storage.Message, sent time.Time) *lease {
 	return newLease(s.queue, m, s.cfg.visibility, sent, &s.b.stats, &s.renewErrors)
@@ -352,7 +467,6 @@ func (s *subscription) lease(m storage.Message, sent time.Time) *lease {
 // for a free handler and run it, renewing the lease all the while, then ack
 // (AutoAck) or schedule a retry.
 func (s *subscription) process(m storage.Message, sent time.Time) {
-	defer s.running.done()
 	defer s.unreserve(1)
 
 	l := s.lease(m, sent)
@@ -378,8 +492,12 @@ func (s *subscription) process(m storage.Message, sent time.Time) {
 	if !s.startHandler(l) {
 		return
 	}
-	defer func() { <-s.handlers }()
 	err = s.invoke(ev)
+	// The handler is done: its slot goes to the next message now, not after
+	// the delete or the retry below, which at a real service's round trip
+	// would keep a slot idle for as long again as a quick handler runs.
+	// The message still counts towards the room until process returns.
+	<-s.handlers
 	l.stopRenewing()
 
 	if err != nil {
@@ -389,7 +507,7 @@ func (s *subscription) process(m storage.Message, sent time.Time) {
 	if s.opts.AutoAck {
 		// A lost lease was logged when it was found.
 		if err := ev.Ack(); err != nil && !errors.Is(err, ErrSettled) && !errors.Is(err, ErrLeaseLost) {
-			logger.Errorf("azqueue: topic %q: message %s was handled but not deleted, it will be delivered again: %v", s.topic, m.ID, err)
+			s.ackErrors.errorf("azqueue: topic %q: message %s was handled but not deleted, it will be delivered again: %v", s.topic, m.ID, err)
 		}
 	}
 }
@@ -441,7 +559,7 @@ func (s *subscription) retry(l *lease, d decoded, m storage.Message, cause error
 		// found, and the message comes back anyway.
 		return
 	case err != nil:
-		logger.Errorf("azqueue: topic %q: handler failed on message %s (delivery %d of %d) and the retry could not be scheduled, it will be delivered again when its lease ends: %v; handler error: %v",
+		s.ackErrors.errorf("azqueue: topic %q: handler failed on message %s (delivery %d of %d) and the retry could not be scheduled, it will be delivered again when its lease ends: %v; handler error: %v",
 			s.topic, m.ID, m.DequeueCount, s.cfg.maxDequeue, err, cause)
 	default:
 		s.b.stats.retried.Add(1)

@@ -134,6 +134,7 @@ type Rule struct {
 	Fault      Fault
 	Share      float64       // probability that Fault strikes a matching request (0..1)
 	Nth        []int         // Fault strikes exactly these matching requests, counted from 1 from when the rule was set (with Share 0)
+	PerMessage bool          // Nth counts the requests about each message apart (by the message id of update and delete paths), e.g. the first 3 renewals of every message
 	Hold       time.Duration // SlowResponse: how long the response is held
 	RetryAfter time.Duration // ServerBusy and OperationTimedOut: sent as Retry-After, in whole seconds rounded up (0 sends none)
 }
@@ -175,10 +176,25 @@ func (r Rule) problems() []string {
 }
 
 // ruleState is a rule with the number of requests it matched since it was
-// set, which its Nth counts.
+// set, which its Nth counts: in all, or per message with PerMessage.
 type ruleState struct {
 	Rule
-	matched int
+	matched   int
+	byMessage map[string]int
+}
+
+// count counts a matching request about message (empty for requests about
+// none) and returns its number for Nth.
+func (r *ruleState) count(message string) int {
+	r.matched++
+	if !r.PerMessage {
+		return r.matched
+	}
+	if r.byMessage == nil {
+		r.byMessage = make(map[string]int)
+	}
+	r.byMessage[message]++
+	return r.byMessage[message]
 }
 
 // StorageProxy is an HTTP reverse proxy between a queue client and an
@@ -354,7 +370,7 @@ func countOf(counts map[Op]int, op Op) int {
 // none does). Every matching rule counts the request and draws its Share,
 // whatever an earlier rule decided, so that one rule's Nth and a seeded
 // sequence do not depend on the other rules' outcomes.
-func (p *StorageProxy) plan(op Op, queue string) (delay time.Duration, decided Rule) {
+func (p *StorageProxy) plan(op Op, queue, message string) (delay time.Duration, decided Rule) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.requests[op]++
@@ -364,12 +380,12 @@ func (p *StorageProxy) plan(op Op, queue string) (delay time.Duration, decided R
 		if !r.matches(op, queue) {
 			continue
 		}
-		r.matched++
+		n := r.count(message)
 		delay += r.Latency
 		if r.Jitter > 0 {
 			delay += time.Duration(p.rng.Int64N(int64(r.Jitter)))
 		}
-		strikes := slices.Contains(r.Nth, r.matched)
+		strikes := slices.Contains(r.Nth, n)
 		if r.Share > 0 && p.rng.Float64() < r.Share {
 			strikes = true
 		}
@@ -381,6 +397,15 @@ func (p *StorageProxy) plan(op Op, queue string) (delay time.Duration, decided R
 		p.faults[op]++
 	}
 	return delay, decided
+}
+
+// messageOf returns the message id an update or delete of kind op at u
+// addresses, or "".
+func messageOf(op Op, u *url.URL) string {
+	if op != OpUpdate && op != OpDelete {
+		return ""
+	}
+	return u.Path[strings.LastIndex(u.Path, "/")+1:]
 }
 
 // classify returns the kind of a queue service request and the queue it
@@ -460,7 +485,7 @@ func (p *StorageProxy) handle(w http.ResponseWriter, r *http.Request) {
 	}
 	defer p.leave()
 	op, queue := classify(r.Method, r.URL)
-	delay, rule := p.plan(op, queue)
+	delay, rule := p.plan(op, queue, messageOf(op, r.URL))
 
 	// The request ends when the client goes away or the proxy stops.
 	ctx, cancel := context.WithCancel(r.Context())

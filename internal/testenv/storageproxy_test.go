@@ -638,13 +638,34 @@ func TestStorageProxyPlanSumsLatenciesAndTheFirstStrikingRuleDecides(t *testing.
 		{op: OpList, queue: "", wantDelay: 0, wantFault: NoFault},
 	}
 	for i, s := range steps {
-		delay, rule := p.plan(s.op, s.queue)
+		delay, rule := p.plan(s.op, s.queue, "")
 		if delay != s.wantDelay || rule.Fault != s.wantFault {
 			t.Errorf("request %d (%s to %q): delay %v, fault %v; want %v, %v", i+1, s.op, s.queue, delay, rule.Fault, s.wantDelay, s.wantFault)
 		}
 	}
 	if p.Requests("") != len(steps) || p.Faults(OpPut) != 2 || p.Faults(OpPeek) != 1 || p.Faults("") != 3 {
 		t.Errorf("Requests %d, Faults put %d, peek %d, all %d; want %d, 2, 1, 3", p.Requests(""), p.Faults(OpPut), p.Faults(OpPeek), p.Faults(""), len(steps))
+	}
+}
+
+func TestStorageProxyPerMessageNthCountsEachMessageApart(t *testing.T) {
+	p := newStorageProxy(t)
+	p.SetRules(Rule{Ops: []Op{OpUpdate}, Fault: ServerBusy, Nth: []int{1, 2}, PerMessage: true})
+	var struck []string
+	for _, message := range []string{"a", "b", "a", "a", "b", "c", "b"} {
+		if _, rule := p.plan(OpUpdate, "q", message); rule.Fault == ServerBusy {
+			struck = append(struck, message)
+		}
+	}
+	if want := []string{"a", "b", "a", "b", "c"}; !slices.Equal(struck, want) {
+		t.Errorf("PerMessage Nth [1 2] struck the updates of %q, want %q (each message's first two)", struck, want)
+	}
+	u, err := url.Parse("http://127.0.0.1:1/devstoreaccount1/q/messages/1f6e-id?popreceipt=x&visibilitytimeout=30")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := messageOf(OpUpdate, u); got != "1f6e-id" {
+		t.Errorf("messageOf(update of %s) = %q, want 1f6e-id", u, got)
 	}
 }
 
@@ -656,7 +677,7 @@ func TestStorageProxyJitterStaysWithinItsBoundAndSeedRepeatsIt(t *testing.T) {
 		p.SetRules(Rule{Latency: latency, Jitter: jitter})
 		out := make([]time.Duration, 1000)
 		for i := range out {
-			out[i], _ = p.plan(OpDequeue, "q")
+			out[i], _ = p.plan(OpDequeue, "q", "")
 		}
 		return out
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/micro/go-micro/v2/logger"
 	"github.com/micro/go-micro/v2/metadata"
@@ -42,6 +43,11 @@ type Recorder struct {
 	// how the broker retries a failing event and finally moves it to its
 	// poison queue. Set it before the first Handle.
 	FailMatching string
+	// Delay, when positive, makes Handle spend that long on every event
+	// before it logs and counts it: a fault injection switch for a slow
+	// handler, whose message's lease the broker must keep renewing. Set it
+	// before the first Handle.
+	Delay time.Duration
 
 	count  atomic.Int64
 	failed atomic.Int64
@@ -49,10 +55,19 @@ type Recorder struct {
 
 // Handle records msg: it logs one line with ReceivedMarker, the quoted say
 // text and the message's go-micro headers (and its delivery count if it is
-// a redelivery), and counts it. It fails only
-// for the events FailMatching selects (an error wrapping ErrInjected), so
-// the broker may acknowledge every other event.
+// a redelivery), and counts it, after Delay. It fails only for the events
+// FailMatching selects (an error wrapping ErrInjected), or when ctx ends
+// during Delay, so the broker may acknowledge every other event.
 func (r *Recorder) Handle(ctx context.Context, msg *example.Message) error {
+	if r.Delay > 0 {
+		timer := time.NewTimer(r.Delay)
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			timer.Stop()
+			return fmt.Errorf("handle event %q: %w", shortened(msg.GetSay(), 200), ctx.Err())
+		}
+	}
 	if r.FailMatching != "" && strings.Contains(msg.GetSay(), r.FailMatching) {
 		r.failed.Add(1)
 		return fmt.Errorf("%w: event %q contains %q", ErrInjected, shortened(msg.GetSay(), 200), r.FailMatching)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/micro/go-micro/v2/logger"
 	"github.com/micro/go-micro/v2/metadata"
@@ -126,6 +127,32 @@ func TestRecorderFailsTheEventsFailMatchingSelects(t *testing.T) {
 	long := strings.Repeat("poison ", 100)
 	if err := r.Handle(context.Background(), &example.Message{Say: long}); err == nil || len(err.Error()) > 300 {
 		t.Errorf("error for a long event text should be shortened, got %d bytes: %v", len(fmt.Sprint(err)), err)
+	}
+}
+
+func TestRecorderDelaySlowsEveryEventAndEndsWithItsContext(t *testing.T) {
+	log := captureLog(t)
+	const delay = 100 * time.Millisecond
+	r := Recorder{Delay: delay}
+
+	start := time.Now()
+	if err := r.Handle(context.Background(), &example.Message{Say: "slow #1"}); err != nil {
+		t.Fatalf("Handle: %v", err)
+	}
+	if took := time.Since(start); took < delay {
+		t.Errorf("Handle took %s, want at least Delay (%s)", took, delay)
+	}
+	if lines := log.lines(); len(lines) != 1 || r.Count() != 1 {
+		t.Errorf("after one slow event: Count() = %d, log %q; want it handled once", r.Count(), lines)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := r.Handle(ctx, &example.Message{Say: "abandoned #2"}); !errors.Is(err, context.Canceled) {
+		t.Errorf("Handle with an ended context: %v, want context.Canceled", err)
+	}
+	if r.Count() != 1 {
+		t.Errorf("Count() = %d after an abandoned event, want 1", r.Count())
 	}
 }
 
