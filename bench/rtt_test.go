@@ -22,7 +22,7 @@ const (
 	sameRegionRTT  = 10 * time.Millisecond
 	otherRegionRTT = 30 * time.Millisecond
 	// azqueueBatch is the broker's default BatchSize.
-	azqueueBatch = 16
+	azqueueBatch = 32
 )
 
 // proxyEnv is a StorageProxy in front of the shared Azurite, and the raw
@@ -88,11 +88,11 @@ func reportRequests(b *testing.B, s *side, requests *int64) {
 // through the proxy) against the raw loop (the SDK's pipeline pointed at
 // the proxy) at the same concurrency: Concurrency handlers at once in ours,
 // as many concurrent deletes in the raw loop, whose one dequeuer asks for
-// 32 at a time and never waits for deletes (so it may lease up to 80
-// messages at once, against a subscription's 32). held=32 bounds the raw
-// loop as a subscription is bounded: dequeues of 16, at most 32 leased, a
-// dequeue only when room for a whole batch is free. conc=16 is our default
-// (BatchSize 16, Concurrency 16); conc=64 is Concurrency(64), the setting
+// 32 at a time and never waits for deletes (so it may lease up to 96
+// messages at once, against a subscription's 64). held=64 bounds the raw
+// loop as a subscription is bounded: dequeues of 32, at most 64 leased, a
+// dequeue only when room for a whole batch is free. conc=32 is our default
+// (BatchSize 32, Concurrency 32); conc=64 is Concurrency(64), the setting
 // that lets one subscription keep more messages in flight.
 func BenchmarkConsumeAtRTT(b *testing.B) {
 	env := sdkFor(b)
@@ -103,7 +103,7 @@ func BenchmarkConsumeAtRTT(b *testing.B) {
 		conc int
 		// held bounds the raw loop's leased messages as a subscription
 		// bounds its own (Concurrency + BatchSize), with dequeues of
-		// BatchSize (16); 0 leaves it unbounded, with dequeues of 32.
+		// BatchSize; 0 leaves it unbounded.
 		held int
 	}{
 		{sameRegionRTT, consumeWorkers, 0},

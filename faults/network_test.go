@@ -37,13 +37,17 @@ func faultCounts(p *testenv.StorageProxy, ops ...testenv.Op) string {
 // 5 ms of jitter) on every request, and on puts, deletes and updates 5%
 // answered 503 ServerBusy and 2% applied but their answer lost; two
 // servers share the queue while two client-azqueue-pub processes publish
-// 1,000 events each.
+// 1,000 events each. Each handling takes networkHandling against a
+// networkVisibility lease, so that every message is renewed (an update)
+// while it waits for a handler or runs.
 //
 // Asserted: both publishers exit 0 (their broker retried what failed);
 // every event is handled at least once, under a single Micro-Id (a put
 // retried after a lost answer enqueues a second copy, with the same
-// Micro-Id: those are the duplicates); none is poisoned; the queue ends
-// empty.
+// Micro-Id; a renewal whose answer was lost leaves the server with an old
+// receipt, so that message comes back: those are the duplicates); none is
+// poisoned; at least one update per event reached the proxy; the queue
+// ends empty.
 func TestAzureLikeNetworkLosesNothing(t *testing.T) {
 	s := newStack(t)
 	proxy := s.throughProxy()
@@ -54,9 +58,10 @@ func TestAzureLikeNetworkLosesNothing(t *testing.T) {
 		testenv.Rule{Ops: writes, Fault: testenv.LostResponse, Share: 0.02},
 	)
 	const perPublisher = 1000
-	env := loadEnv(loadVisibility)
-	s.startServer("server-a", env)
-	s.startServer("server-b", env)
+	const networkVisibility, networkHandling = 2 * time.Second, 1200 * time.Millisecond
+	env := loadEnv(networkVisibility)
+	s.startServer("server-a", env, "--handle_delay="+networkHandling.String())
+	s.startServer("server-b", env, "--handle_delay="+networkHandling.String())
 
 	start := time.Now()
 	var says []string
@@ -80,8 +85,11 @@ func TestAzureLikeNetworkLosesNothing(t *testing.T) {
 	if records := s.poisonRecords(); len(records) > 0 {
 		t.Errorf("%d events were poisoned", len(records))
 	}
+	if updates := proxy.Requests(testenv.OpUpdate); updates < len(says) {
+		t.Errorf("%d updates for %d events: the scenario means every message to be renewed at least once (handling %s, visibility %s)", updates, len(says), networkHandling, networkVisibility)
+	}
 	record(t, outcome{
-		scenario: 10, title: "Azure-like network: 20 ms latency, 5% 503 ServerBusy and 2% lost answers on puts, deletes and updates; two servers, two publishers, 2,000 events",
+		scenario: 10, title: "Azure-like network: 20 ms latency, 5% 503 ServerBusy and 2% lost answers on puts, deletes and updates (renewals); two servers handling for 1.2 s against a 2 s lease, two publishers, 2,000 events",
 		published: len(says), handled: got.handled, duplicates: got.duplicates, poisoned: 0, lost: len(got.missing),
 		requestsPerHandled: consumerRequests(proxy, got.handled),
 		notes: fmt.Sprintf("published in %s; all handled %s after the publishers finished (server-a %d, server-b %d); queue empty %s later; faults injected: %s",

@@ -142,10 +142,10 @@ func TestAzuriteOutageDuringConsumptionAndPublishing(t *testing.T) {
 	if pollReports > 2 {
 		t.Errorf("the poll loop reported the outage %d times in %s; it should report it at most every 30 s:\n%s", pollReports, outage, strings.Join(outageLines, "\n"))
 	}
-	// At the defaults (BatchSize 16, Concurrency = BatchSize) a
-	// subscription holds at most 32 messages; each may log once that it
+	// At the defaults (BatchSize 32, Concurrency = BatchSize) a
+	// subscription holds at most 64 messages; each may log once that it
 	// was handled but could not be deleted.
-	const held = 32
+	const held = 64
 	if len(outageLines) > pollReports+held+2 {
 		t.Errorf("the server logged %d problem lines during the %s outage; want at most the poll loop's %d plus one per message held:\n%s", len(outageLines), outage, pollReports, strings.Join(outageLines, "\n"))
 	}

@@ -93,8 +93,13 @@
 //
 // # Receiving
 //
-// Each subscription dequeues up to BatchSize messages at a time (default 16,
-// at most 32) and runs up to Concurrency handlers (default BatchSize). It
+// Each subscription dequeues up to BatchSize messages at a time (default
+// 32, the service's most) and runs up to Concurrency handlers (default
+// BatchSize). The default asks for as many as one request can bring: each
+// dequeue is a billable transaction, a round trip and work for the
+// service, so halving the batch doubles them (BENCHMARKS.md measures what
+// that costs); a smaller BatchSize or Concurrency holds fewer messages
+// and fetches fewer ahead. It
 // holds at most Concurrency + BatchSize messages: those its handlers run
 // on, and at most one batch fetched ahead while they work, so that a busy
 // subscription asks for whole batches (one small request per finished
@@ -139,7 +144,7 @@
 // Polling: immediately again after a full batch, and while answers come
 // back full the next dequeue goes out as soon as room for a whole batch is
 // free, without waiting for those in flight. One dequeue at a time would
-// cap a subscription at BatchSize messages per round trip (at most 533 a
+// cap a subscription at BatchSize messages per round trip (at most 1,067 a
 // second at defaults and 30 ms) whatever its Concurrency; this way the
 // room, Concurrency + BatchSize, sets how many messages are in flight, so
 // raising Concurrency raises what a long round trip allows. Otherwise one

@@ -62,8 +62,14 @@ type lease struct {
 	lost    error // why the lease was lost, if it was; logged once, when found
 	settled bool
 
-	stopRenewal chan struct{} // closed to stop the renewer
-	renewalDone chan struct{} // closed when the renewer has exited
+	// The renewer is a timer whose callback renews, not a goroutine: a
+	// goroutine per message, parked for a lease's half-life that most
+	// messages never reach, cost a consumer more CPU per message than
+	// decoding it. renewMu is held while a renewal runs, so stopRenewing
+	// waits for one in progress.
+	renewMu    sync.Mutex
+	renewTimer *time.Timer
+	renewing   bool
 }
 
 // newLease returns the lease of m, dequeued for period by a request sent at
@@ -73,59 +79,65 @@ func newLease(q storage.Queue, m storage.Message, period time.Duration, sent tim
 }
 
 // startRenewing keeps the message invisible while it waits for a handler
-// and while the handler runs, until stopRenewing.
+// and while the handler runs, until stopRenewing. It is called at most
+// once per lease.
 func (l *lease) startRenewing() {
-	l.stopRenewal = make(chan struct{})
-	l.renewalDone = make(chan struct{})
-	go l.renewLoop()
+	l.renewMu.Lock()
+	defer l.renewMu.Unlock()
+	l.renewing = true
+	l.renewTimer = time.AfterFunc(time.Until(l.renewalDue()), l.renewWhenDue)
 }
 
-// stopRenewing stops the renewer and waits for it to exit. Stopping a
-// stopped renewer does nothing.
+// stopRenewing stops the renewer, waiting for a renewal in progress to end.
+// Stopping a stopped renewer does nothing.
 func (l *lease) stopRenewing() {
-	if l.stopRenewal == nil {
+	l.renewMu.Lock()
+	defer l.renewMu.Unlock()
+	if l.renewing {
+		l.renewing = false
+		l.renewTimer.Stop()
+	}
+}
+
+// renewWhenDue is the renewal timer's callback: renew, then set the timer
+// for the next renewal (see nextRenewal) unless the renewer was stopped
+// meanwhile or the lease is settled or lost.
+func (l *lease) renewWhenDue() {
+	l.renewMu.Lock()
+	defer l.renewMu.Unlock()
+	if !l.renewing {
 		return
 	}
-	close(l.stopRenewal)
-	<-l.renewalDone
-	l.stopRenewal = nil
+	next, again := l.nextRenewal(l.renew())
+	if !again {
+		l.renewing = false
+		return
+	}
+	l.renewTimer.Reset(time.Until(next))
 }
 
-// renewLoop renews the lease when half its time is left and, after a
-// failure, tries again soon (renewalPause) rather than half a life later.
-// It ends when the lease is settled or lost. A failure is not a loss: only
-// the service can say that the lease is gone (another consumer has the
-// message, or it was deleted), so renewing goes on, even past the lease's
-// end, until the service either renews or refuses.
-func (l *lease) renewLoop() {
-	defer close(l.renewalDone)
-	next := l.renewalDue()
-	for {
-		timer := time.NewTimer(time.Until(next))
-		select {
-		case <-l.stopRenewal:
-			timer.Stop()
-			return
-		case <-timer.C:
-		}
-		err := l.renew()
-		switch {
-		case err == nil:
-			l.renewErrors.recovered("azqueue: renewing leases in queue %q works again", l.queue.Name())
-			next = l.renewalDue()
-		case errors.Is(err, ErrSettled), errors.Is(err, ErrLeaseLost):
-			return
-		default:
-			left := l.timeLeft()
-			if !storage.IsServerBusy(err) { // the throttle watch reports those
-				l.renewErrors.errorf("azqueue: renew lease of message %s in queue %q (%s left): %v; trying again", l.id, l.queue.Name(), left.Round(time.Millisecond), err)
-			}
-			// The service's Retry-After is honoured as far as the lease
-			// allows: waiting longer than half of what is left would give
-			// the message away.
-			next = time.Now().Add(max(renewalPause(left), min(retryAfter(err), left/2)))
-		}
+// nextRenewal returns when to renew after a renewal that returned err, or
+// false when renewing is over. A renewal that worked is followed by the
+// next at half of what is left; a failed one is tried again soon
+// (renewalPause) rather than half a life later. A failure is not a loss:
+// only the service can say that the lease is gone (another consumer has
+// the message, or it was deleted), so renewing goes on, even past the
+// lease's end, until the service either renews or refuses.
+func (l *lease) nextRenewal(err error) (time.Time, bool) {
+	switch {
+	case err == nil:
+		l.renewErrors.recovered("azqueue: renewing leases in queue %q works again", l.queue.Name())
+		return l.renewalDue(), true
+	case errors.Is(err, ErrSettled), errors.Is(err, ErrLeaseLost):
+		return time.Time{}, false
 	}
+	left := l.timeLeft()
+	if !storage.IsServerBusy(err) { // the throttle watch reports those
+		l.renewErrors.errorf("azqueue: renew lease of message %s in queue %q (%s left): %v; trying again", l.id, l.queue.Name(), left.Round(time.Millisecond), err)
+	}
+	// The service's Retry-After is honoured as far as the lease allows:
+	// waiting longer than half of what is left would give the message away.
+	return time.Now().Add(max(renewalPause(left), min(retryAfter(err), left/2))), true
 }
 
 // renewalDue returns when the next renewal is due: at half of what is left.

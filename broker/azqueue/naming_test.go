@@ -137,7 +137,7 @@ func ExampleSettings() {
 		fmt.Printf("%s %s %s %s\n", s.Option, s.Env, s.Default, s.Range)
 	}
 	// Output:
-	// BatchSize AZQUEUE_BATCH_SIZE 16 1..32
+	// BatchSize AZQUEUE_BATCH_SIZE 32 1..32
 	// Concurrency AZQUEUE_CONCURRENCY 0 0..1024
 }
 

@@ -127,7 +127,7 @@ const day = 24 * time.Hour
 
 // Subscription tunables.
 var (
-	batchSizeKnob = intKnob("BatchSize", "SubscriberBatchSize", EnvPrefix+"BATCH_SIZE", 16, 1, 32,
+	batchSizeKnob = intKnob("BatchSize", "SubscriberBatchSize", EnvPrefix+"BATCH_SIZE", 32, 1, 32,
 		"Messages asked for per dequeue request; a subscription holds at most Concurrency + BatchSize.")
 	concurrencyKnob = intKnob("Concurrency", "SubscriberConcurrency", EnvPrefix+"CONCURRENCY", 0, 0, 1024,
 		"Handlers running at once per subscription; 0 means equal to BatchSize.")
