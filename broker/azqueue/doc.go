@@ -95,15 +95,14 @@
 //
 // Each subscription dequeues up to BatchSize messages at a time (default
 // 32, the service's most) and runs up to Concurrency handlers (default
-// BatchSize). The default asks for as many as one request can bring: each
-// dequeue is a billable transaction, a round trip and work for the
-// service, so halving the batch doubles them (BENCHMARKS.md measures what
-// that costs); a smaller BatchSize or Concurrency holds fewer messages
-// and fetches fewer ahead. It
-// holds at most Concurrency + BatchSize messages: those its handlers run
-// on, and at most one batch fetched ahead while they work, so that a busy
-// subscription asks for whole batches (one small request per finished
-// handler would halve its throughput). A message waiting for a handler has
+// BatchSize). It holds at most Concurrency + BatchSize messages: those its
+// handlers run on, and at most one batch fetched ahead while they work, so
+// that a busy subscription asks for whole batches (one small request per
+// finished handler would halve its throughput). The default batch is as
+// many as one request can bring, because each dequeue is a billable
+// transaction, a round trip and work for the service: halving the batch
+// doubles them (BENCHMARKS.md measures what that costs). A smaller
+// BatchSize or Concurrency holds fewer messages and fetches fewer ahead. A message waiting for a handler has
 // its lease renewed like a running one, so none waits in a buffer while its
 // lease runs down, and Unsubscribe hands waiting messages straight back.
 //
