@@ -97,7 +97,9 @@ func testMessageWhoseLeaseWasLostWhileWaitingIsNotHandled(t *testing.T, e *env) 
 	// One handler, two messages: the second waits while the first's
 	// handler is held. Every renewal fails, both leases run out and a rival
 	// takes both messages. The first handler's Ack then finds its lease
-	// lost; the second message is never handed to a handler.
+	// lost; the second message is never handed to a handler. BatchSize(1)
+	// makes the room (Concurrency + BatchSize) exactly those two messages,
+	// so the subscription cannot dequeue them again once they are visible.
 	const visibility = 2 * time.Second
 	started := time.Now()
 	topic := newTopic()
@@ -110,7 +112,7 @@ func testMessageWhoseLeaseWasLostWhileWaitingIsNotHandled(t *testing.T, e *env) 
 		held.wait(e)
 		acked <- ev.Ack()
 		return nil
-	}), broker.DisableAutoAck(), VisibilityTimeout(visibility), Concurrency(1), BatchSize(2), fastPolls)
+	}), broker.DisableAutoAck(), VisibilityTimeout(visibility), Concurrency(1), BatchSize(1), fastPolls)
 	e.faults(storagetest.Rule{Op: "update", Queue: queue, Outcome: storagetest.Unanswered})
 	ids := publishMessages(t, b, topic, 2)
 	r.waitDeliveries(t, 1, waitLong)

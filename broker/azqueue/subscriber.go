@@ -469,7 +469,13 @@ func (s *subscription) lease(m storage.Message, sent time.Time) *lease {
 func (s *subscription) process(m storage.Message, sent time.Time) {
 	defer s.unreserve(1)
 
+	// The lease is renewed from the start, poisoning included: moving a
+	// message to the poison queue can take retries longer than a short
+	// lease, and a lease that ran out meanwhile would let a second delivery
+	// poison the message again.
 	l := s.lease(m, sent)
+	l.startRenewing()
+	defer l.stopRenewing()
 	d, err := decodeMessage(m.Text, s.base64)
 	if err != nil {
 		s.poisonMessage(l, m, m.Text, err.Error())
@@ -488,7 +494,6 @@ func (s *subscription) process(m storage.Message, sent time.Time) {
 	}
 
 	ev := &event{topic: s.topic, message: s.messageFor(d, m), lease: l, dequeueCount: m.DequeueCount, stats: &s.b.stats}
-	l.startRenewing()
 	if !s.startHandler(l) {
 		return
 	}
