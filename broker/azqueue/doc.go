@@ -107,8 +107,8 @@
 // lease runs down, and Unsubscribe hands waiting messages straight back.
 //
 // A dequeued message is leased for VisibilityTimeout (default 30s); while
-// it waits for a handler and while the handler runs, the lease is renewed
-// when half of its time is left, always with the newest pop receipt. The
+// it waits for a handler, while the handler runs and while it is moved to
+// the poison queue, the lease is renewed when half of its time is left, always with the newest pop receipt. The
 // lease's time is measured from when the request that set it was sent
 // (the service's next-visible time is on its own clock and has one-second
 // resolution). A renewal that fails (refused, unanswered, late) is tried
