@@ -108,10 +108,10 @@
 //
 // A dequeued message is leased for VisibilityTimeout (default 30s); while
 // it waits for a handler, while the handler runs and while it is moved to
-// the poison queue, the lease is renewed when half of its time is left, always with the newest pop receipt. The
-// lease's time is measured from when the request that set it was sent
-// (the service's next-visible time is on its own clock and has one-second
-// resolution). A renewal that fails (refused, unanswered, late) is tried
+// the poison queue, the lease is renewed when half of its time is left,
+// always with the newest pop receipt. The lease's time is measured from
+// when the request that set it was sent (the service's next-visible time
+// is on its own clock and has one-second resolution). A renewal that fails (refused, unanswered, late) is tried
 // again soon, after a quarter of the time left (at most 2s, jittered),
 // not half a lease later, and each try is bounded by the time left less a
 // reserve for one more try; so several failed or slow renewals in a row
