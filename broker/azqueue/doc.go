@@ -93,36 +93,37 @@
 //
 // # Receiving
 //
-// Each subscription dequeues up to BatchSize messages at a time (default
-// 32, the service's most) and runs up to Concurrency handlers (default
+// Each subscription dequeues up to BatchSize messages at a time (default 32,
+// the service's most) and runs up to Concurrency handlers (default
 // BatchSize). It holds at most Concurrency + BatchSize messages: those its
 // handlers run on, and at most one batch fetched ahead while they work, so
 // that a busy subscription asks for whole batches (one small request per
-// finished handler would halve its throughput). The default batch is as
-// many as one request can bring, because each dequeue is a billable
-// transaction, a round trip and work for the service: halving the batch
-// doubles them (BENCHMARKS.md measures what that costs). A smaller
-// BatchSize or Concurrency holds fewer messages and fetches fewer ahead. A message waiting for a handler has
-// its lease renewed like a running one, so none waits in a buffer while its
-// lease runs down, and Unsubscribe hands waiting messages straight back.
+// finished handler would halve its throughput). The default batch is as many
+// as one request can bring, because each dequeue is a billable transaction,
+// a round trip and work for the service: halving the batch doubles them
+// (BENCHMARKS.md measures what that costs). A smaller BatchSize or
+// Concurrency holds fewer messages and fetches fewer ahead. A message
+// waiting for a handler has its lease renewed like a running one, so none
+// waits in a buffer while its lease runs down, and Unsubscribe hands waiting
+// messages straight back.
 //
-// A dequeued message is leased for VisibilityTimeout (default 30s); while
-// it waits for a handler, while the handler runs and while it is moved to
-// the poison queue, the lease is renewed when half of its time is left,
-// always with the newest pop receipt. The lease's time is measured from
-// when the request that set it was sent (the service's next-visible time
-// is on its own clock and has one-second resolution). A renewal that fails (refused, unanswered, late) is tried
-// again soon, after a quarter of the time left (at most 2s, jittered),
-// not half a lease later, and each try is bounded by the time left less a
-// reserve for one more try; so several failed or slow renewals in a row
-// keep the lease and no other consumer sees the message. Only the service
-// can say a lease is lost (the message was deleted, or another consumer
-// took it and its receipt is newer): that stops renewal, is counted and
-// logged once, and the later Ack returns ErrLeaseLost. A message whose
-// lease is found lost before a handler is free for it is not handled here:
-// another consumer may have it. A renewal whose answer is lost although
-// the service applied it leaves the broker without the new receipt: the
-// lease is then lost, and the message is delivered again once that
+// A dequeued message is leased for VisibilityTimeout (default 30s); while it
+// waits for a handler, while the handler runs and while it is moved to the
+// poison queue, the lease is renewed when half of its time is left, always
+// with the newest pop receipt. The lease's time is measured from when the
+// request that set it was sent (the service's next-visible time is on its
+// own clock and has one-second resolution). A renewal that fails (refused,
+// unanswered, late) is tried again soon, after a quarter of the time left
+// (at most 2s, jittered), not half a lease later, and each try is bounded by
+// the time left less a reserve for one more try; so several failed or slow
+// renewals in a row keep the lease and no other consumer sees the message.
+// Only the service can say a lease is lost (the message was deleted, or
+// another consumer took it and its receipt is newer): that stops renewal, is
+// counted and logged once, and the later Ack returns ErrLeaseLost. A message
+// whose lease is found lost before a handler is free for it is not handled
+// here: another consumer may have it. A renewal whose answer is lost
+// although the service applied it leaves the broker without the new receipt:
+// the lease is then lost, and the message is delivered again once that
 // renewal's visibility ends.
 //
 // With AutoAck (go-micro's default) the message is deleted only after its
