@@ -387,34 +387,14 @@ func BenchmarkConsume(b *testing.B) {
 	ours, ourPolls := consumerSide(env, w, "azqueue", direct)
 	batch16, batch16Polls := consumerSide(env, w, "batch16", direct, azqueue.BatchSize(formerBatch))
 
-	var rawName string
-	var rawQueue sdk.MessagesURL
-	var rawGot exactlyOnce
-	var dequeues int64
-	base := &side{name: "sdk"}
-	base.prepare = func(b *testing.B) {
-		rawName = uniqueName("rawcons")
-		rawQueue = env.createQueue(b, rawName)
-		fill(b, rawQueue, w)
-		rawGot = exactlyOnce{}
-	}
-	base.slice = func(b *testing.B) int {
-		n, err := rawDrain(rawQueue, consumeBacklog, consumeWorkers, func(m *sdk.DequeuedMessage) { rawGot.add(string(m.ID)) })
-		if err != nil {
-			b.Fatalf("raw drain: %v", err)
-		}
-		dequeues += n
-		return consumeBacklog
-	}
-	base.finish = func(b *testing.B) {
-		rawGot.check(b, consumeBacklog)
-		env.deleteQueues(b, rawName)
-	}
+	base, dequeues := rawConsumerSide(env, w, "rawcons", env.service, func(q sdk.MessagesURL, record func(*sdk.DequeuedMessage)) (int64, error) {
+		return rawDrain(q, consumeBacklog, consumeWorkers, record)
+	})
 
 	alternateTimes(b, b.N*consumeDrains, "msgs/s", ours, base, batch16)
 	b.ReportMetric(float64(ours.ops)/float64(*ourPolls), "azqueue-msgs/dequeue")
 	b.ReportMetric(float64(batch16.ops)/float64(*batch16Polls), "batch16-msgs/dequeue")
-	b.ReportMetric(float64(base.ops)/float64(dequeues), "sdk-msgs/dequeue")
+	b.ReportMetric(float64(base.ops)/float64(*dequeues), "sdk-msgs/dequeue")
 	if base.rate() > 0 {
 		b.ReportMetric(batch16.rate()/base.rate(), "batch16-rate-ratio")
 	}
@@ -482,6 +462,39 @@ func consumerSide(env *sdkEnv, w wire, name, connStr string, opts ...broker.Subs
 		env.deleteQueues(b, queueFor(topic))
 	}
 	return s, polls
+}
+
+// rawConsumerSide is the raw loop's side of a consume benchmark, the
+// counterpart of consumerSide: before each drain it fills a new queue (its
+// name starting with prefix) straight into the shared Azurite, then drain
+// empties it through via (the raw SDK's view of Azurite itself, or of a
+// proxy in front of it), recording every message; dequeues counts drain's
+// dequeue requests.
+func rawConsumerSide(env *sdkEnv, w wire, prefix string, via sdk.ServiceURL, drain func(q sdk.MessagesURL, record func(*sdk.DequeuedMessage)) (int64, error)) (s *side, dequeues *int64) {
+	var name string
+	var q sdk.MessagesURL
+	var got exactlyOnce
+	dequeues = new(int64)
+	s = &side{name: "sdk"}
+	s.prepare = func(b *testing.B) {
+		name = uniqueName(prefix)
+		fill(b, env.createQueue(b, name), w)
+		q = via.NewQueueURL(name).NewMessagesURL()
+		got = exactlyOnce{}
+	}
+	s.slice = func(b *testing.B) int {
+		n, err := drain(q, func(m *sdk.DequeuedMessage) { got.add(string(m.ID)) })
+		if err != nil {
+			b.Fatalf("raw drain: %v", err)
+		}
+		*dequeues += n
+		return consumeBacklog
+	}
+	s.finish = func(b *testing.B) {
+		got.check(b, consumeBacklog)
+		env.deleteQueues(b, name)
+	}
+	return s, dequeues
 }
 
 // fill enqueues consumeBacklog unique envelopes into the queue.

@@ -124,43 +124,19 @@ func BenchmarkConsumeAtRTT(b *testing.B) {
 			ours, ourPolls := consumerSide(env, w, "azqueue", p.proxy.ConnectionString(), opts...)
 			ourRequests := p.countRequests(ours)
 
-			var rawName string
-			var rawQueue sdk.MessagesURL
-			var rawGot exactlyOnce
-			var dequeues int64
-			base := &side{name: "sdk"}
-			base.prepare = func(b *testing.B) {
-				rawName = uniqueName("rawrtt")
-				fill(b, env.createQueue(b, rawName), w)
-				rawQueue = p.service.NewQueueURL(rawName).NewMessagesURL()
-				rawGot = exactlyOnce{}
-			}
-			base.slice = func(b *testing.B) int {
-				record := func(m *sdk.DequeuedMessage) { rawGot.add(string(m.ID)) }
-				drain := func() (int64, error) { return rawDrain(rawQueue, consumeBacklog, c.conc, record) }
+			base, dequeues := rawConsumerSide(env, w, "rawrtt", p.service, func(q sdk.MessagesURL, record func(*sdk.DequeuedMessage)) (int64, error) {
 				if c.held > 0 {
-					drain = func() (int64, error) {
-						return rawDrainHolding(rawQueue, consumeBacklog, c.conc, azqueueBatch, c.held, record)
-					}
+					return rawDrainHolding(q, consumeBacklog, c.conc, azqueueBatch, c.held, record)
 				}
-				n, err := drain()
-				if err != nil {
-					b.Fatalf("raw drain: %v", err)
-				}
-				dequeues += n
-				return consumeBacklog
-			}
-			base.finish = func(b *testing.B) {
-				rawGot.check(b, consumeBacklog)
-				env.deleteQueues(b, rawName)
-			}
+				return rawDrain(q, consumeBacklog, c.conc, record)
+			})
 			rawRequests := p.countRequests(base)
 
 			alternateTimes(b, b.N*consumeDrains, "msgs/s", ours, base)
 			reportRequests(b, ours, ourRequests)
 			reportRequests(b, base, rawRequests)
 			b.ReportMetric(float64(ours.ops)/float64(*ourPolls), "azqueue-msgs/dequeue")
-			b.ReportMetric(float64(base.ops)/float64(dequeues), "sdk-msgs/dequeue")
+			b.ReportMetric(float64(base.ops)/float64(*dequeues), "sdk-msgs/dequeue")
 		})
 	}
 }
