@@ -84,7 +84,8 @@ func alternate(b *testing.B, rate string, sides ...*side) {
 }
 
 // alternateTimes is alternate with n slices of every side instead of b.N,
-// for cases whose slices are so long that b.N stays 1.
+// for cases that take a number of turns decided up front (b.N stays 1 when
+// they take longer than -benchtime).
 func alternateTimes(b *testing.B, n int, rate string, sides ...*side) {
 	b.Helper()
 	round, _ := strconv.Atoi(os.Getenv(RoundEnv))

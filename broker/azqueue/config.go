@@ -30,6 +30,8 @@ type brokerConfig struct {
 	base64         bool
 	publishTimeout time.Duration
 	connectTimeout time.Duration
+	// publish is what a publish without options of its own uses.
+	publish publishConfig
 }
 
 // publishConfig is one publish's resolved, validated tunables.
@@ -46,6 +48,16 @@ type resolver struct {
 
 func resolve[T any](r *resolver, k knob[T]) T {
 	v, err := k.value(r.ctx, os.Getenv)
+	if err != nil {
+		r.errs = append(r.errs, err)
+	}
+	return v
+}
+
+// resolveOver is resolve over a value resolved before instead of the
+// environment and the default.
+func resolveOver[T any](r *resolver, k knob[T], base T) T {
+	v, err := k.over(r.ctx, base, "broker")
 	if err != nil {
 		r.errs = append(r.errs, err)
 	}
@@ -89,15 +101,29 @@ func resolveBroker(ctx context.Context) (brokerConfig, error) {
 		base64:         resolve(r, base64Knob),
 		publishTimeout: resolve(r, publishTimeoutKnob),
 		connectTimeout: resolve(r, connectTimeoutKnob),
+		publish:        publishConfig{ttl: resolve(r, ttlKnob), delay: resolve(r, delayKnob)},
 	}
+	c.publish.check(r)
 	return c, r.err()
 }
 
-func resolvePublish(ctx context.Context) (publishConfig, error) {
+// resolvePublish returns one publish's tunables: the options in ctx over
+// the broker's. Publishing is the hot path, so the environment is read once,
+// at Connect, and a publish without options of its own costs nothing here.
+func resolvePublish(ctx context.Context, broker publishConfig) (publishConfig, error) {
+	if ctx == nil || ctx.Value(ttlKnob.key) == nil && ctx.Value(delayKnob.key) == nil {
+		return broker, nil
+	}
 	r := &resolver{ctx: ctx}
-	c := publishConfig{ttl: resolve(r, ttlKnob), delay: resolve(r, delayKnob)}
-	// Compared as sent: in whole seconds, rounded up.
-	r.check(c.ttl == NeverExpire || storage.WholeSeconds(c.delay) < storage.WholeSeconds(c.ttl),
-		"Delay %s is not below MessageTTL %s in whole seconds, the service's unit", formatDuration(c.delay), formatDuration(c.ttl))
+	c := publishConfig{ttl: resolveOver(r, ttlKnob, broker.ttl), delay: resolveOver(r, delayKnob, broker.delay)}
+	c.check(r)
 	return c, r.err()
+}
+
+// check records in r a delay the service would refuse for the TTL.
+func (c publishConfig) check(r *resolver) {
+	// Compared as sent: in whole seconds, rounded up.
+	if c.ttl != NeverExpire && storage.WholeSeconds(c.delay) >= storage.WholeSeconds(c.ttl) {
+		r.check(false, "Delay %s is not below MessageTTL %s in whole seconds, the service's unit", formatDuration(c.delay), formatDuration(c.ttl))
+	}
 }

@@ -37,8 +37,10 @@ import (
 type conformanceCase struct {
 	name  string
 	needs features
-	// serial cases bound elapsed time from above; they run alone, before
-	// the parallel ones, so that other cases' load cannot distort them.
+	// serial cases bound elapsed time from above, or set the process's
+	// environment; they run alone, before the parallel ones, so that other
+	// cases' load cannot distort them and their environment reaches no other
+	// case.
 	serial bool
 	// long cases spend tens of seconds at default settings; -short skips them.
 	long bool
@@ -52,7 +54,7 @@ var conformanceCases = []conformanceCase{
 	{name: "TopicsSharingAQueuePrefixStayApart", run: testTopicsSharingAQueuePrefixStayApart},
 	{name: "MessagesPublishedBeforeAnySubscriberAreKept", run: testMessagesPublishedBeforeAnySubscriberAreKept},
 	{name: "PublishFindsNewGroupsAfterRefreshOrQueueCacheTTL", run: testPublishFindsNewGroupsAfterRefreshOrQueueCacheTTL},
-	{name: "MessageTTLSetsTheMessageLifetime", needs: features{realService: true}, run: testMessageTTLSetsTheMessageLifetime},
+	{name: "MessageTTLSetsTheMessageLifetime", needs: features{realService: true}, serial: true, run: testMessageTTLSetsTheMessageLifetime},
 	{name: "FailedHandlerMessageIsRedeliveredAfterRetryDelay", run: testFailedHandlerMessageIsRedeliveredAfterRetryDelay},
 	{name: "ExplicitAckDeletesAndNoAckRedelivers", run: testExplicitAckDeletesAndNoAckRedelivers},
 	{name: "NackedMessageIsRedeliveredNoEarlierThanTheDelay", run: testNackedMessageIsRedeliveredNoEarlierThanTheDelay},
@@ -1066,6 +1068,7 @@ func testOutOfRangeOptionsAreRejectedWithTheRange(t *testing.T, e *env) {
 		return ""
 	}
 	show := formatDuration
+	connect := func(e *env, _ *Broker, _ string) error { return e.broker().Connect() }
 	tests := []struct {
 		name string
 		env  map[string]string
@@ -1090,6 +1093,12 @@ func testOutOfRangeOptionsAreRejectedWithTheRange(t *testing.T, e *env) {
 		// The service counts whole seconds: 1.5s and 2s are both 2s there.
 		{"Delay(1.5s) with MessageTTL(2s)", nil, publish(Delay(1500*time.Millisecond), MessageTTL(2*time.Second)), []string{fmt.Sprintf("Delay %s is not below MessageTTL %s", show(1500*time.Millisecond), show(2*time.Second))}},
 		{"Delay(8 days)", nil, publish(Delay(8*day), MessageTTL(NeverExpire)), []string{"Delay " + show(8*day), rangeOf("Delay")}},
+		// The broker reads the publish settings' environment at Connect.
+		{"AZQUEUE_MESSAGE_TTL=0s", map[string]string{"AZQUEUE_MESSAGE_TTL": "0s"}, connect, []string{"MessageTTL 0s (from AZQUEUE_MESSAGE_TTL)", rangeOf("MessageTTL")}},
+		{"AZQUEUE_DELAY equal to AZQUEUE_MESSAGE_TTL", map[string]string{"AZQUEUE_DELAY": "1h", "AZQUEUE_MESSAGE_TTL": "1h"}, connect, []string{fmt.Sprintf("Delay %s is not below MessageTTL %s", show(time.Hour), show(time.Hour))}},
+		{"Delay(1h) over AZQUEUE_MESSAGE_TTL=1h", map[string]string{"AZQUEUE_MESSAGE_TTL": "1h"}, func(e *env, _ *Broker, topic string) error {
+			return e.connected().Publish(topic, testMessage("x"), Delay(time.Hour))
+		}, []string{fmt.Sprintf("Delay %s is not below MessageTTL %s", show(time.Hour), show(time.Hour))}},
 		// Init keeps the options it was given: use a broker of its own.
 		{"QueueCacheTTL(2h) on Init", nil, func(e *env, _ *Broker, _ string) error { return e.broker().Init(QueueCacheTTL(2 * time.Hour)) }, []string{"QueueCacheTTL " + show(2*time.Hour), rangeOf("QueueCacheTTL")}},
 	}
@@ -1598,26 +1607,38 @@ func testMessageTTLSetsTheMessageLifetime(t *testing.T, e *env) {
 		// The service keeps whole seconds: the lifetime is the TTL rounded
 		// up, never cut short.
 		atLeast, atMost time.Duration
+		// envTTL, when set, is AZQUEUE_MESSAGE_TTL, which the broker reads
+		// at Connect.
+		envTTL string
 	}{
-		{"default: 7 days", func(b *Broker, topic string) error { return b.Publish(topic, testMessage("x")) }, 7 * day, 7 * day},
+		{"default: 7 days", func(b *Broker, topic string) error { return b.Publish(topic, testMessage("x")) }, 7 * day, 7 * day, ""},
 		{"MessageTTL(90s)", func(b *Broker, topic string) error {
 			return b.Publish(topic, testMessage("x"), MessageTTL(90*time.Second))
-		}, 90 * time.Second, 90 * time.Second},
+		}, 90 * time.Second, 90 * time.Second, ""},
 		{"MessageTTL(1.5s)", func(b *Broker, topic string) error {
 			return b.Publish(topic, testMessage("x"), MessageTTL(1500*time.Millisecond))
-		}, 1500 * time.Millisecond, 2 * time.Second},
+		}, 1500 * time.Millisecond, 2 * time.Second, ""},
 		{"NeverExpire", func(b *Broker, topic string) error {
 			return b.Publish(topic, testMessage("x"), MessageTTL(NeverExpire))
-		}, never, saturated},
+		}, never, saturated, ""},
 		{"ClientMessageTTL(60s)", func(b *Broker, topic string) error {
 			return publishAsClient(b, topic, testMessage("x"), ClientMessageTTL(time.Minute))
-		}, time.Minute, time.Minute},
+		}, time.Minute, time.Minute, ""},
+		{"AZQUEUE_MESSAGE_TTL=2m", func(b *Broker, topic string) error { return b.Publish(topic, testMessage("x")) }, 2 * time.Minute, 2 * time.Minute, "2m"},
+		{"MessageTTL(90s) over AZQUEUE_MESSAGE_TTL=2m", func(b *Broker, topic string) error {
+			return b.Publish(topic, testMessage("x"), MessageTTL(90*time.Second))
+		}, 90 * time.Second, 90 * time.Second, "2m"},
 	}
 	b := e.connected()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := e.in(t)
 			topic := newTopic()
+			b := b
+			if tt.envTTL != "" {
+				t.Setenv(EnvPrefix+"MESSAGE_TTL", tt.envTTL)
+				b = e.connected()
+			}
 			if err := tt.publish(b, topic); err != nil {
 				t.Fatal(err)
 			}

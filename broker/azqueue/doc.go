@@ -38,10 +38,12 @@
 // variable (prefix AZQUEUE_), default and range. An option given in code
 // wins over the environment, which wins over the default. Subscribe options
 // have server.SubscriberOption twins (SubscriberBatchSize, ...) for
-// micro.RegisterSubscriber; publish options have client.PublishOption
-// twins (ClientMessageTTL, ClientDelay) for micro.NewEvent. Values out of
-// range are rejected by the call that uses them (Init, Subscribe, Publish)
-// with an error giving the range.
+// micro.RegisterSubscriber; publish options have client.PublishOption twins
+// (ClientMessageTTL, ClientDelay) for micro.NewEvent. The environment is
+// read by Subscribe for a subscription's tunables and by Connect for the
+// others, the publish ones included (a publish reads only its own options).
+// Values out of range are rejected by the call that uses them (Init,
+// Connect, Subscribe, Publish) with an error giving the range.
 //
 // # Topics, groups and queues
 //

@@ -3,7 +3,7 @@ package azqueue
 import (
 	"crypto/sha256"
 	"encoding/base32"
-	"fmt"
+	"errors"
 	"net/url"
 	"strings"
 )
@@ -32,6 +32,9 @@ const (
 	emptyTopicTag = "t" // topic part of a topic without letters or digits
 )
 
+// errEmptyTopic is the error of a publish or subscribe without a topic.
+var errEmptyTopic = errors.New("azqueue: topic is empty")
+
 var lowerBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 
 // queueNameFor maps a (topic, group) pair to its Azure queue name.
@@ -48,7 +51,7 @@ var lowerBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPad
 // and starts with topicPrefix(topic).
 func queueNameFor(topic, group string) (string, error) {
 	if topic == "" {
-		return "", fmt.Errorf("azqueue: topic is empty")
+		return "", errEmptyTopic
 	}
 	if group == "" {
 		group = DefaultGroup

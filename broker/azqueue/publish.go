@@ -25,15 +25,15 @@ func (b *Broker) Publish(topic string, m *broker.Message, opts ...broker.Publish
 	for _, o := range opts {
 		o(&options)
 	}
-	pub, err := resolvePublish(options.Context)
+	pub, err := resolvePublish(options.Context, cfg.publish)
 	if err != nil {
 		return err
 	}
 	if m == nil {
 		return fmt.Errorf("azqueue: publish to topic %q: nil message", topic)
 	}
-	if _, err := queueNameFor(topic, DefaultGroup); err != nil {
-		return err
+	if topic == "" {
+		return errEmptyTopic
 	}
 	text, _, err := encodeMessage(m, cfg.base64)
 	if err != nil {

@@ -57,6 +57,12 @@ func (k knob[T]) value(ctx context.Context, getenv func(string) string) (T, erro
 		}
 		v, from = parsed, k.env
 	}
+	return k.over(ctx, v, from)
+}
+
+// over resolves the knob over base, a value resolved before (whose origin
+// from names): an option stored in ctx, else base; then checks the range.
+func (k knob[T]) over(ctx context.Context, v T, from string) (T, error) {
 	if ctx != nil {
 		if opt, ok := ctx.Value(k.key).(T); ok {
 			v, from = opt, string(k.key)
