@@ -33,8 +33,9 @@ type hostileMessage struct {
 	deliver bool
 	// reason is what the poison record's reason must contain.
 	reason string
-	// immediately: poisoned on its first delivery, without the handler
-	// (a damaged envelope), rather than after MaxDequeueCount deliveries.
+	// immediately: poisoned on its first delivery, without the handler (a
+	// damaged envelope, or a message go-micro cannot decode), rather than
+	// after MaxDequeueCount deliveries.
 	immediately bool
 
 	id string // the service's message id, once enqueued
@@ -105,15 +106,15 @@ func hostileMessages(t *testing.T) []*hostileMessage {
 	unknownType["Content-Type"] = "text/x-hostile"
 
 	return []*hostileMessage{
-		{name: "random bytes", text: string(random), reason: "last error: "},
-		{name: "invalid base64", text: "eyJhenF1ZXVlIjoxLCJoZWFkZXJzIjp7fX0=!!not*base64", reason: "last error: "},
+		{name: "random bytes", text: string(random), reason: "go-micro could not decode the message as application/json", immediately: true},
+		{name: "invalid base64", text: "eyJhenF1ZXVlIjoxLCJoZWFkZXJzIjp7fX0=!!not*base64", reason: "go-micro could not decode the message as application/json", immediately: true},
 		{name: "base64 of a truncated envelope", text: base64.StdEncoding.EncodeToString([]byte(good[:len(good)/2])), reason: "unreadable envelope", immediately: true},
 		{name: "truncated JSON envelope", text: good[:len(good)/2], reason: "unreadable envelope", immediately: true},
 		{name: "envelope of an unknown version", text: strings.Replace(good, `{"azqueue":1`, `{"azqueue":9`, 1), reason: "unsupported version 9", immediately: true},
 		{name: "envelope with a huge header map (2,000 headers)", text: envelopeText(t, huge, protoBody(t, "huge header map")), say: "huge header map", deliver: true},
-		{name: "proto body labelled application/json", text: envelopeText(t, jsonHeaders, protoBody(t, "wrong content type")), reason: "last error: "},
-		{name: "unknown content type", text: envelopeText(t, unknownType, protoBody(t, "unknown content type")), reason: "Unsupported Content-Type"},
-		{name: "envelope with a body that is not a proto", text: envelopeText(t, protoHeaders("hostile-bad-proto"), random[:64]), reason: "last error: "},
+		{name: "proto body labelled application/json", text: envelopeText(t, jsonHeaders, protoBody(t, "wrong content type")), reason: "go-micro could not decode the message as application/json", immediately: true},
+		{name: "unknown content type", text: envelopeText(t, unknownType, protoBody(t, "unknown content type")), reason: "Unsupported Content-Type", immediately: true},
+		{name: "envelope with a body that is not a proto", text: envelopeText(t, protoHeaders("hostile-bad-proto"), random[:64]), reason: "go-micro could not decode the message as application/grpc+proto", immediately: true},
 		{name: "maximum-size envelope (64 KiB)", text: maxText, say: maxSay, deliver: true},
 		{name: "empty message", text: "", say: "", deliver: true},
 		{name: "JSON written by another tool", text: `{"say":"written by another tool"}`, say: "written by another tool", deliver: true},
@@ -127,10 +128,11 @@ func hostileMessages(t *testing.T) []*hostileMessage {
 //
 // Asserted, per text, what the broker's contract says: a text that is not
 // an envelope is delivered raw as application/json (JSON the server can
-// decode is handled; anything else fails in the server's decoder, is
-// retried and then poisoned with that error); a damaged envelope is
-// poisoned at once without reaching the handler; valid envelopes, however
-// large their header map or text, are handled. Every text ends handled
+// decode is handled; anything else fails in the server's decoder and is
+// poisoned at once with that error, as is an envelope the server cannot
+// decode for its Content-Type); a damaged envelope is poisoned at once
+// without reaching the handler; valid envelopes, however large their
+// header map or text, are handled. Every text ends handled
 // exactly once or in the poison queue with a reason and its original text;
 // none vanishes, the server neither crashes nor stops answering
 // Example.Call, and an ordinary event published afterwards is handled.
@@ -208,7 +210,7 @@ func TestHostileQueueContentIsDeliveredOrPoisoned(t *testing.T) {
 				t.Errorf("%s: poisoned with the reason %q, want it to contain %q", m.name, r.Reason, m.reason)
 			}
 			if m.immediately && r.DequeueCount != 1 {
-				t.Errorf("%s: poisoned on delivery %d, want at once (a damaged envelope never reaches the handler)", m.name, r.DequeueCount)
+				t.Errorf("%s: poisoned on delivery %d, want at once (no retry can decode it)", m.name, r.DequeueCount)
 			}
 			if !m.immediately && (r.DequeueCount != maxDequeue+1 || !strings.HasPrefix(r.Reason, fmt.Sprintf("delivered %d times", maxDequeue+1))) {
 				t.Errorf("%s: poisoned on delivery %d with %q, want after MaxDequeueCount %d deliveries", m.name, r.DequeueCount, r.Reason, maxDequeue)
@@ -244,6 +246,7 @@ func shortReason(reason string) string {
 		reason = reason[i+len("last error: "):]
 	}
 	reason = strings.TrimPrefix(reason, "subscriber error: ")
+	reason = strings.TrimPrefix(reason, "go-micro could not decode the message as ")
 	if len(reason) > 70 {
 		reason = reason[:70] + "…"
 	}

@@ -143,6 +143,19 @@
 // deleted from its queue, in that order, so a crash in between duplicates
 // it and never loses it. Poison records never expire.
 //
+// What can never succeed is not retried: it goes to the poison queue on its
+// first delivery, with the cause as the reason. That is a handler error
+// marked by Permanent (errors.As finds it; through go-micro's server, which
+// passes its subscribers' errors on as text, its text does), and, for
+// subscribers registered with go-micro's gRPC server
+// (micro.RegisterSubscriber), a message the server cannot decode for its
+// Content-Type (random bytes, a proto body labelled JSON, a Content-Type
+// without a codec). The server returns those errors before any handler runs,
+// without its "subscriber error" prefix, and the broker recognises its
+// handler; nothing has to be added to a service. Handler errors, panics
+// included, keep their MaxDequeueCount deliveries. Subscribers of go-micro's
+// mucp server get the retries for both.
+//
 // Polling: immediately again after a full batch, and while answers come
 // back full the next dequeue goes out as soon as room for a whole batch is
 // free, without waiting for those in flight. One dequeue at a time would

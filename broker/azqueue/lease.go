@@ -270,6 +270,14 @@ func (l *lease) remove() error {
 	return nil
 }
 
+// settledOrLost returns ErrSettled or the loss when the lease can no longer
+// be used, else nil.
+func (l *lease) settledOrLost() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.usable()
+}
+
 // usable reports why the lease cannot be used, if it cannot. Called with
 // l.mu held.
 func (l *lease) usable() error {

@@ -71,9 +71,12 @@ type subscription struct {
 	queue   storage.Queue
 	poison  *poisonQueue
 	handler broker.Handler
-	opts    broker.SubscribeOptions
-	cfg     subscribeConfig
-	base64  bool
+	// fromGoMicro is set when handler is go-micro's gRPC server's, whose
+	// decoding errors poisonAtOnce recognises.
+	fromGoMicro bool
+	opts        broker.SubscribeOptions
+	cfg         subscribeConfig
+	base64      bool
 
 	leased      chan struct{} // one token per message held: running or waiting for a handler
 	handlers    chan struct{} // one token per running handler
@@ -98,6 +101,7 @@ func newSubscription(b *Broker, svc storage.Service, topic, group, queue string,
 	ctx, cancel := context.WithCancel(context.Background())
 	return &subscription{
 		b: b, topic: topic, group: group, handler: h, opts: opts, cfg: cfg, base64: base64,
+		fromGoMicro: isGoMicroSubscriber(h),
 		queue:       svc.Queue(queue),
 		poison:      &poisonQueue{queue: svc.Queue(poisonQueueNameFor(queue)), source: queue},
 		leased:      make(chan struct{}, cfg.concurrency+cfg.batchSize),
@@ -503,12 +507,21 @@ func (s *subscription) process(m storage.Message, sent time.Time) {
 	// would keep a slot idle for as long again as a quick handler runs.
 	// The message still counts towards the room until process returns.
 	<-s.handlers
-	l.stopRenewing()
 
 	if err != nil {
+		if reason, now := poisonAtOnce(err, s.fromGoMicro, ev.message.Header[headerContentType]); now {
+			// Still renewed: poisoning takes requests of its own. A handler
+			// that settled the message itself has had its say.
+			if l.settledOrLost() == nil {
+				s.poisonMessage(l, m, d.publishedText(m.Text), reason)
+			}
+			return
+		}
+		l.stopRenewing()
 		s.retry(l, d, m, err)
 		return
 	}
+	l.stopRenewing()
 	if s.opts.AutoAck {
 		// A lost lease was logged when it was found.
 		if err := ev.Ack(); err != nil && !errors.Is(err, ErrSettled) && !errors.Is(err, ErrLeaseLost) {
