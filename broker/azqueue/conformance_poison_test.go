@@ -3,6 +3,7 @@ package azqueue
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -13,6 +14,7 @@ import (
 	"github.com/micro/go-micro/v2/server"
 	grpcserver "github.com/micro/go-micro/v2/server/grpc"
 
+	"github.com/poc-go-micro/poc-go-micro/broker/azqueue/internal/storage/storagetest"
 	"github.com/poc-go-micro/poc-go-micro/proto/example"
 )
 
@@ -132,5 +134,66 @@ func testGoMicroHandlerErrorsKeepTheirRetries(t *testing.T, e *env) {
 	}
 	if n := calls.Load(); n != 2 {
 		t.Errorf("handler ran %d times, want 2", n)
+	}
+}
+
+func testHandBacksDoNotCountTowardsMaxDequeueCount(t *testing.T, e *env) {
+	const maxDequeue, stops = 1, 3
+	topic := newTopic()
+	queue := queueName(t, topic, DefaultGroup)
+	ids := publishMessages(t, e.connected(), topic, 1)
+	b := e.connected()
+	r := newRecorder(t)
+	// Each stop begins while the subscription's first dequeue is in
+	// flight, so the message comes back after Unsubscribe and is handed
+	// back without reaching a handler: a rolling restart, three times.
+	for i := 1; i <= stops; i++ {
+		before := e.struck("dequeue")
+		e.faults(storagetest.Rule{Op: "dequeue", Queue: queue, Outcome: storagetest.SlowAnswer, Nth: []int{1}, Hold: time.Second})
+		sub := e.subscribe(b, topic, r.handler(nil), MaxDequeueCount(maxDequeue), VisibilityTimeout(time.Minute))
+		eventually(t, waitLong, func() string { return fmt.Sprintf("stop %d: the dequeue did not arrive", i) }, func() bool { return e.struck("dequeue") > before })
+		if err := sub.Unsubscribe(); err != nil {
+			t.Fatalf("stop %d: unsubscribe: %v", i, err)
+		}
+		eventually(t, waitLong, func() string { return fmt.Sprintf("stop %d: the message was not handed back", i) }, func() bool {
+			v := e.visibleMessages(queue)
+			return len(v) == 1 && v[0].DequeueCount == int64(i)
+		})
+	}
+	e.faults()
+	e.subscribe(b, topic, r.handler(nil), MaxDequeueCount(maxDequeue), fastPolls)
+	r.waitIDs(t, ids, waitLong)
+	if ds := r.all(); len(ds) != 1 || ds[0].count != stops+1 {
+		t.Errorf("%d deliveries to a handler, want 1 (dequeue %d, after %d hand-backs)", len(ds), stops+1, stops)
+	}
+	if s := b.Stats(); s.Poisoned != 0 {
+		t.Errorf("stats %s: a message handed back at every stop was poisoned", s)
+	}
+}
+
+func testPoisonRecordSaysWhyWhenNoHandlerFailed(t *testing.T, e *env) {
+	const maxDequeue = 2
+	topic := newTopic()
+	queue := queueName(t, topic, DefaultGroup)
+	b := e.connected()
+	publishMessages(t, b, topic, 1)
+	// Two consumers take the message and vanish without an answer, as
+	// killed processes do: their leases run out.
+	for i := 1; i <= maxDequeue; i++ {
+		eventually(t, waitLong, func() string { return fmt.Sprintf("take %d: the message did not come back", i) }, func() bool {
+			ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
+			defer cancel()
+			msgs, err := e.raw.Queue(queue).Dequeue(ctx, 1, time.Second)
+			return err == nil && len(msgs) == 1
+		})
+	}
+	r := newRecorder(t)
+	e.subscribe(b, topic, r.handler(nil), MaxDequeueCount(maxDequeue), fastPolls)
+	rec := e.poisonRecords(queue, 1)[0]
+	if rec.DequeueCount != maxDequeue+1 || !strings.Contains(rec.Reason, "no handler failed") || !strings.Contains(rec.Reason, "lease was lost") {
+		t.Errorf("poison record after %d deliveries, reason %q; want %d and why no handler error is known", rec.DequeueCount, rec.Reason, maxDequeue+1)
+	}
+	if n := r.len(); n != 0 {
+		t.Errorf("handler called %d times", n)
 	}
 }

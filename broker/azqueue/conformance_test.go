@@ -67,6 +67,8 @@ var conformanceCases = []conformanceCase{
 	{name: "UndecodableMessageIsPoisonedAtFirstDelivery", run: testUndecodableMessageIsPoisonedAtFirstDelivery},
 	{name: "PermanentErrorIsPoisonedAtFirstDelivery", run: testPermanentErrorIsPoisonedAtFirstDelivery},
 	{name: "GoMicroHandlerErrorsKeepTheirRetries", run: testGoMicroHandlerErrorsKeepTheirRetries},
+	{name: "HandBacksDoNotCountTowardsMaxDequeueCount", run: testHandBacksDoNotCountTowardsMaxDequeueCount},
+	{name: "PoisonRecordSaysWhyWhenNoHandlerFailed", run: testPoisonRecordSaysWhyWhenNoHandlerFailed},
 	{name: "OversizeMessageIsRejectedAndTheLargestFits", run: testOversizeMessageIsRejectedAndTheLargestFits},
 	{name: "UnsubscribeUnderLoadLosesNothingAndStrandsNoLease", run: testUnsubscribeUnderLoadLosesNothingAndStrandsNoLease},
 	{name: "UnsubscribeHandsBackAnInFlightDequeue", run: testUnsubscribeHandsBackAnInFlightDequeue},

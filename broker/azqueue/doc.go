@@ -139,9 +139,17 @@
 //
 // Before its handler runs, a message delivered more than MaxDequeueCount
 // times (default 5) moves to the "<queue>-poison" queue as a PoisonRecord
-// with the reason, the last error and the original text, and is then
-// deleted from its queue, in that order, so a crash in between duplicates
-// it and never loses it. Poison records never expire.
+// with the reason, the last error and the original text, and is then deleted
+// from its queue, in that order, so a crash in between duplicates it and
+// never loses it. Poison records never expire. A delivery that a graceful
+// stop handed back before any handler saw the message does not count: the
+// envelope counts hand-backs ("handBacks"), so rolling restarts do not push
+// healthy messages towards the poison queue. (A foreign text has no envelope
+// to count them in; its hand-backs count.) The reason always says why: the
+// last handler error, or, when no handler failed, that every counted
+// delivery ended without an answer (a lost lease: a handler slower than its
+// lease could be renewed, or a consumer that stopped without handing the
+// message back).
 //
 // What can never succeed is not retried: it goes to the poison queue on its
 // first delivery, with the cause as the reason. That is a handler error

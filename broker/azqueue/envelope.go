@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -29,11 +30,14 @@ const envelopePrefix = `{"azqueue":`
 //
 // lastError is added when a handler fails, so that the poison queue can say
 // why a message was given up on, even when another process gives up.
+// handBacks counts the deliveries a graceful stop handed back before a
+// handler saw the message: they do not count towards MaxDequeueCount.
 type envelope struct {
 	Version   int               `json:"azqueue"`
 	Headers   map[string]string `json:"headers,omitempty"`
 	Body      []byte            `json:"body"`
 	LastError string            `json:"lastError,omitempty"`
+	HandBacks int64             `json:"handBacks,omitempty"`
 }
 
 // Headers the broker adds to every delivered message. The go-micro server
@@ -215,6 +219,15 @@ func parseEnvelope(text string) (e envelope, ok bool) {
 		}
 		e.LastError = strings.Clone(last)
 	}
+	if r, ok := strings.CutPrefix(rest, `,"handBacks":`); ok {
+		end := strings.IndexByte(r, '}')
+		n, err := strconv.ParseInt(r[:max(end, 0)], 10, 64)
+		// encoding/json omits 0, and reads "+1" or "01" as errors.
+		if end < 0 || err != nil || n <= 0 || r[0] == '+' || r[0] == '0' {
+			return envelope{}, false
+		}
+		e.HandBacks, rest = n, r[end:]
+	}
 	return e, rest == "}"
 }
 
@@ -268,11 +281,25 @@ func plainString(s string) (value, rest string, ok bool) {
 // when it cannot be (a foreign text is left as its author wrote it) or would
 // exceed the size limit.
 func (d decoded) withLastError(reason string) string {
+	e := d.envelope
+	e.LastError = shorten(reason, 1024)
+	return d.rewritten(e)
+}
+
+// withHandBack returns the message text rewritten to count one more
+// hand-back, or "" when it cannot be (see withLastError).
+func (d decoded) withHandBack() string {
+	e := d.envelope
+	e.HandBacks++
+	return d.rewritten(e)
+}
+
+// rewritten returns e as the text of d's message, or "" for a foreign text
+// or one that would exceed the size limit.
+func (d decoded) rewritten(e envelope) string {
 	if d.foreign {
 		return ""
 	}
-	e := d.envelope
-	e.LastError = shorten(reason, 1024)
 	text, err := marshalEnvelope(e, d.base64)
 	if err != nil || len(text) > storage.MaxMessageSize {
 		return ""
@@ -280,16 +307,22 @@ func (d decoded) withLastError(reason string) string {
 	return text
 }
 
+// deliveries returns how many of the service's dequeueCount deliveries
+// count towards MaxDequeueCount: all but the hand-backs.
+func (d decoded) deliveries(dequeueCount int64) int64 {
+	return max(dequeueCount-d.HandBacks, 1)
+}
+
 // publishedText returns text as it was published: an envelope without the
-// lastError field the broker added on failures (json.Marshal sorts the
-// header keys, so re-encoding gives the published bytes back), or a foreign
-// text itself.
+// lastError and handBacks fields the broker added on failures and stops
+// (json.Marshal sorts the header keys, so re-encoding gives the published
+// bytes back), or a foreign text itself.
 func (d decoded) publishedText(text string) string {
-	if d.foreign || d.LastError == "" {
+	if d.foreign || d.LastError == "" && d.HandBacks == 0 {
 		return text
 	}
 	e := d.envelope
-	e.LastError = ""
+	e.LastError, e.HandBacks = "", 0
 	published, err := marshalEnvelope(e, d.base64)
 	if err != nil {
 		return text

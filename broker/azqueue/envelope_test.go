@@ -156,6 +156,34 @@ func TestDecodeForeignAndDamaged(t *testing.T) {
 	}
 }
 
+func TestHandBacksAreCountedAndLeftOutOfThePublishedText(t *testing.T) {
+	text, _, _ := encodeMessage(&broker.Message{Header: map[string]string{"K": "v"}, Body: []byte("body")}, false)
+	d, _ := decodeMessage(text, false)
+	for i := 1; i <= 3; i++ {
+		rewritten := d.withHandBack()
+		var err error
+		if d, err = decodeMessage(rewritten, false); err != nil {
+			t.Fatal(err)
+		}
+		if d.HandBacks != int64(i) || string(d.Body) != "body" {
+			t.Fatalf("after %d hand-backs: %+v", i, d)
+		}
+		if got := d.deliveries(int64(i + 1)); got != 1 {
+			t.Errorf("dequeued %d times with %d hand-backs: %d deliveries counted, want 1", i+1, i, got)
+		}
+		if published := d.publishedText(rewritten); published != text {
+			t.Errorf("publishedText = %q, want the text as published %q", published, text)
+		}
+	}
+	if failed := d.withLastError("boom"); !strings.Contains(failed, `"handBacks":3`) {
+		t.Errorf("recording an error dropped the hand-backs: %s", failed)
+	}
+	foreign, _ := decodeMessage("raw", false)
+	if got := foreign.withHandBack(); got != "" {
+		t.Errorf("a foreign text was rewritten to %q", got)
+	}
+}
+
 func TestWithLastError(t *testing.T) {
 	text, _, _ := encodeMessage(&broker.Message{Header: map[string]string{"K": "v"}, Body: []byte("body")}, true)
 	d, _ := decodeMessage(text, false)
@@ -194,6 +222,13 @@ var parseEnvelopeCases = []struct {
 	{"empty headers object", `{"azqueue":1,"headers":{},"body":""}`, true},
 	{"last error", `{"azqueue":1,"headers":{"A":"b"},"body":"eA==","lastError":"boom: it failed"}`, true},
 	{"key given twice", `{"azqueue":1,"headers":{"A":"1","A":"2"},"body":""}`, true},
+	{"hand-backs", `{"azqueue":1,"body":"eA==","handBacks":3}`, true},
+	{"last error and hand-backs", `{"azqueue":1,"body":"eA==","lastError":"boom","handBacks":12}`, true},
+	{"hand-backs with a leading zero", `{"azqueue":1,"body":"eA==","handBacks":03}`, false},
+	{"hand-backs signed", `{"azqueue":1,"body":"eA==","handBacks":+3}`, false},
+	{"zero hand-backs, which Publish omits", `{"azqueue":1,"body":"eA==","handBacks":0}`, false},
+	{"hand-backs in exponent form", `{"azqueue":1,"body":"eA==","handBacks":1e1}`, false},
+	{"hand-backs unterminated", `{"azqueue":1,"body":"eA==","handBacks":3`, false},
 	{"braces and commas in values", `{"azqueue":1,"headers":{"A":"},{,:","B":"x}"},"body":""}`, true},
 	{"escaped quote", `{"azqueue":1,"headers":{"A":"say \"hi\""},"body":""}`, false},
 	{"escaped markup", `{"azqueue":1,"headers":{"A":"\u003c\u0026\u003e"},"body":""}`, false},

@@ -330,10 +330,10 @@ func (s *subscription) unreserve(n int) {
 
 // startHandler waits for a free handler, renewing the message's lease
 // meanwhile. It returns false when the subscription stops first, having
-// handed the message back to the queue, or when the lease was lost while
-// the message waited: that message is not handed to a handler, since
-// another consumer may have it.
-func (s *subscription) startHandler(l *lease) bool {
+// handed the message (decoded as d) back to the queue, or when the lease
+// was lost while the message waited: that message is not handed to a
+// handler, since another consumer may have it.
+func (s *subscription) startHandler(l *lease, d decoded) bool {
 	s.waiting.Add(1)
 	defer s.waiting.Add(-1)
 	select {
@@ -350,9 +350,7 @@ func (s *subscription) startHandler(l *lease) bool {
 	case <-s.stop:
 	}
 	l.stopRenewing()
-	if err := l.release(0, ""); err != nil && !errors.Is(err, ErrLeaseLost) {
-		logger.Warnf("azqueue: hand back message %s to queue %q: %v", l.id, s.queue.Name(), err)
-	}
+	s.handBackOne(l, d.withHandBack())
 	return false
 }
 
@@ -410,12 +408,45 @@ func (s *subscription) handBack(msgs []storage.Message, sent time.Time) {
 		wg.Add(1)
 		go func(m storage.Message) {
 			defer wg.Done()
-			if err := s.lease(m, sent).release(0, ""); err != nil && !errors.Is(err, ErrLeaseLost) {
-				logger.Warnf("azqueue: hand back message %s to queue %q: %v", m.ID, s.queue.Name(), err)
+			// A damaged envelope is handed back as it is; its next
+			// delivery poisons it.
+			text := ""
+			if d, err := decodeMessage(m.Text, s.base64); err == nil {
+				text = d.withHandBack()
 			}
+			s.handBackOne(s.lease(m, sent), text)
 		}(m)
 	}
 	wg.Wait()
+}
+
+// handBackOne makes a message no handler has seen visible again at once,
+// with text: its envelope counting one more hand-back (withHandBack), so
+// that rolling restarts do not push healthy messages towards the poison
+// queue; or "", keeping the text, for a foreign text, which has nowhere to
+// count it.
+func (s *subscription) handBackOne(l *lease, text string) {
+	if err := l.release(0, text); err != nil && !errors.Is(err, ErrLeaseLost) {
+		logger.Warnf("azqueue: hand back message %s to queue %q: %v", l.id, s.queue.Name(), err)
+	}
+}
+
+// exhausted is the poison reason of a message delivered more than
+// MaxDequeueCount times, not counting hand-backs: its last handler error,
+// or, when no handler failed, how its deliveries ended.
+func (s *subscription) exhausted(d decoded, m storage.Message, deliveries int64) string {
+	last := d.LastError
+	if d.foreign {
+		last = s.lastErrors.get(m.ID)
+	}
+	if last == "" {
+		last = "none: no handler failed; each delivery ended without an answer (its lease was lost: a handler slower than the lease could be renewed, or a consumer that stopped without handing it back)"
+	}
+	counted := fmt.Sprintf("delivered %d times", deliveries)
+	if d.HandBacks > 0 {
+		counted = fmt.Sprintf("delivered %d times, not counting %d hand-backs at graceful stops", deliveries, d.HandBacks)
+	}
+	return fmt.Sprintf("%s, more than MaxDequeueCount %d; last error: %s", counted, s.cfg.maxDequeue, last)
 }
 
 // workerIdle is how long a worker waits for another message before it
@@ -485,20 +516,13 @@ func (s *subscription) process(m storage.Message, sent time.Time) {
 		s.poisonMessage(l, m, m.Text, err.Error())
 		return
 	}
-	if m.DequeueCount > int64(s.cfg.maxDequeue) {
-		last := d.LastError
-		if d.foreign {
-			last = s.lastErrors.get(m.ID)
-		}
-		if last == "" {
-			last = "unknown"
-		}
-		s.poisonMessage(l, m, d.publishedText(m.Text), fmt.Sprintf("delivered %d times, more than MaxDequeueCount %d; last error: %s", m.DequeueCount, s.cfg.maxDequeue, last))
+	if deliveries := d.deliveries(m.DequeueCount); deliveries > int64(s.cfg.maxDequeue) {
+		s.poisonMessage(l, m, d.publishedText(m.Text), s.exhausted(d, m, deliveries))
 		return
 	}
 
 	ev := &event{topic: s.topic, message: s.messageFor(d, m), lease: l, dequeueCount: m.DequeueCount, stats: &s.b.stats}
-	if !s.startHandler(l) {
+	if !s.startHandler(l, d) {
 		return
 	}
 	err = s.invoke(ev)
@@ -565,7 +589,7 @@ func (s *subscription) messageFor(d decoded, m storage.Message) *broker.Message 
 // message itself is left alone.
 func (s *subscription) retry(l *lease, d decoded, m storage.Message, cause error) {
 	s.b.stats.errors.Add(1)
-	delay := retryDelay(m.DequeueCount, s.cfg.retryMin, s.cfg.retryMax)
+	delay := retryDelay(d.deliveries(m.DequeueCount), s.cfg.retryMin, s.cfg.retryMax)
 	reason := cause.Error()
 	if d.foreign {
 		s.lastErrors.put(m.ID, reason)
