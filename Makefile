@@ -5,6 +5,9 @@ SHELL := /bin/bash
 
 BIN      := bin
 BINARIES := server client-pingpong client-stream client-azqueue-pub
+# COMMANDS are every binary `make build` builds: BINARIES, which have
+# images, and requeue-poison, a repair tool run by hand.
+COMMANDS := $(BINARIES) requeue-poison
 TOOLS    := $(CURDIR)/bin/tools
 GO       ?= go
 
@@ -37,7 +40,7 @@ deps: ## Install etcd, protoc, Docker, docker-compose, debootstrap (apt), Azurit
 .PHONY: build
 build: ## Build every binary into bin/.
 	@mkdir -p $(BIN)
-	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./,$(BINARIES))
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN)/ $(addprefix ./,$(COMMANDS))
 
 .PHONY: proto
 proto: deps ## Regenerate proto/example/*.pb.go and *.pb.micro.go with the pinned protoc plugins.
@@ -77,6 +80,10 @@ run-client-stream: build ## Read a server Stream, then run full-duplex PingPong.
 .PHONY: run-client-azqueue-pub
 run-client-azqueue-pub: build up ## Publish an event every second until Ctrl-C.
 	$(DEV_ENV) $(BIN)/client-azqueue-pub
+
+.PHONY: requeue-poison
+requeue-poison: build up ## Move the poison queue's messages back to their queue, once their cause is fixed (TOPIC=, GROUP= choose).
+	$(DEV_ENV) $(BIN)/requeue-poison $(if $(TOPIC),--topic=$(TOPIC)) $(if $(GROUP),--group=$(GROUP))
 
 .PHONY: demo
 demo: build up ## Run the whole demo: server, the three clients, events received; then stop the server.

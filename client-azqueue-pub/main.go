@@ -33,7 +33,6 @@ import (
 
 var (
 	settings clientcmd.Settings
-	topic    string
 	say      string
 	interval time.Duration
 	count    int
@@ -42,13 +41,7 @@ var (
 var flags = []cli.Flag{
 	settings.TimeoutFlag(),
 	settings.WaitFlag("the broker to connect (the queue service to answer)"),
-	&cli.StringFlag{
-		Name:        "topic",
-		EnvVars:     []string{"POC_TOPIC"},
-		Value:       example.EventsTopic,
-		Usage:       "topic to publish to (the server's --topic)",
-		Destination: &topic,
-	},
+	settings.TopicFlag("topic to publish to"),
 	&cli.StringFlag{
 		Name:        "say",
 		EnvVars:     []string{"POC_SAY"},
@@ -94,8 +87,8 @@ func main() {
 	if err := settings.WaitForBroker(ctx, service.Client().Options().Broker, errLog.Printf); err != nil && ctx.Err() == nil {
 		errLog.Fatal(err)
 	}
-	published, err := publishEvents(ctx, micro.NewEvent(topic, service.Client()))
-	fmt.Printf("total: %d events published to %q (broker %s)\n", published, topic, service.Options().Broker.String())
+	published, err := publishEvents(ctx, micro.NewEvent(settings.Topic, service.Client()))
+	fmt.Printf("total: %d events published to %q (broker %s)\n", published, settings.Topic, service.Options().Broker.String())
 	if err != nil {
 		errLog.Fatal(clientcmd.Describe(err))
 	}
@@ -104,7 +97,7 @@ func main() {
 // checkFlags validates the flags of client-azqueue-pub.
 func checkFlags() error {
 	switch {
-	case topic == "":
+	case settings.Topic == "":
 		return fmt.Errorf("--topic must not be empty")
 	case interval < 0:
 		return fmt.Errorf("--interval must not be negative, got %s", interval)
@@ -148,11 +141,11 @@ func publish(event micro.Event, msg *example.Message) error {
 	select {
 	case err := <-done:
 		if err != nil {
-			return fmt.Errorf("publish %q to %q: %w", msg.Say, topic, err)
+			return fmt.Errorf("publish %q to %q: %w", msg.Say, settings.Topic, err)
 		}
 		return nil
 	case <-ctx.Done():
-		return fmt.Errorf("publish %q to %q: %w", msg.Say, topic, ctx.Err())
+		return fmt.Errorf("publish %q to %q: %w", msg.Say, settings.Topic, ctx.Err())
 	}
 }
 

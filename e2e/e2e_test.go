@@ -237,6 +237,7 @@ func TestEveryBinaryHasHelpAndRejectsBadFlags(t *testing.T) {
 		{"client-pingpong", []string{"--service", "--timeout", "--wait", "--name", "--rounds", "--registry_address", "--version"}},
 		{"client-stream", []string{"--service", "--timeout", "--wait", "--count", "--duplex", "--strokes", "--version"}},
 		{"client-azqueue-pub", []string{"--topic", "--say", "--interval", "--count", "--timeout", "--wait", "--broker", "--version"}},
+		{"requeue-poison", []string{"--topic", "--group", "--max", "--timeout", "--wait", "--broker", "--version"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.binary, func(t *testing.T) {

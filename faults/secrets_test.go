@@ -141,6 +141,9 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 		{name: "publisher, refused key", binary: "client-azqueue-pub", env: withString(keyString(azurite)), args: append([]string{"--count=1"}, short...), want: "authentication failed"},
 		{name: "publisher, refused SAS from AZURE_STORAGE_SAS_TOKEN", binary: "client-azqueue-pub", env: []string{"AZURE_STORAGE_ACCOUNT=" + testenv.DevAccountName, "AZURE_STORAGE_SAS_TOKEN=" + secretSAS}, args: append([]string{"--count=1", "--broker_address=" + azurite}, short...), want: "authentication failed"},
 		{name: "publisher, unreachable endpoint", binary: "client-azqueue-pub", env: withString(keyString(closed)), args: append([]string{"--count=1"}, short...), want: "endpoint unreachable"},
+		{name: "requeue-poison --help, SAS URL in MICRO_BROKER_ADDRESS", binary: "requeue-poison", env: append(withString(keyString(azurite)), "MICRO_BROKER_ADDRESS="+azurite+"/?"+secretSAS), args: []string{"--help"}, ok: true},
+		{name: "requeue-poison, refused key", binary: "requeue-poison", env: withString(keyString(azurite)), args: short, want: "authentication failed"},
+		{name: "requeue-poison, refused SAS from AZURE_STORAGE_SAS_TOKEN", binary: "requeue-poison", env: []string{"AZURE_STORAGE_ACCOUNT=" + testenv.DevAccountName, "AZURE_STORAGE_SAS_TOKEN=" + secretSAS}, args: append([]string{"--broker_address=" + azurite}, short...), want: "authentication failed"},
 		{name: "server, part without '='", binary: "server", env: withString(fmt.Sprintf("AccountName=%s;AccountKey=%s;QueueEndpoint=%s;%s", testenv.DevAccountName, secretKey, azurite, secretKey[:20])), args: serverArgs, want: "is not of the form Key=Value"},
 		{name: "server, the key pasted as a part", binary: "server", env: withString(fmt.Sprintf("AccountName=%s;%s;QueueEndpoint=%s", testenv.DevAccountName, secretKey, azurite)), args: serverArgs, want: "has an unknown name"},
 		{name: "server, key not base64", binary: "server", env: withString(fmt.Sprintf("AccountName=%s;AccountKey=%s!!;QueueEndpoint=%s", testenv.DevAccountName, secretKey, azurite)), args: serverArgs, want: "AccountKey is not valid base64"},
@@ -216,7 +219,7 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 		record(t, outcome{
 			scenario: 9, title: "secrets: distinctive key and SAS in the environment, every error path",
 			published: notApplicable, handled: notApplicable, duplicates: notApplicable, poisoned: notApplicable, lost: notApplicable,
-			notes: fmt.Sprintf("%d runs of the server and client-azqueue-pub: --help (also with a SAS URL in MICRO_BROKER_ADDRESS), unreachable endpoints, refused keys and SASs, malformed connection strings and endpoints with the secrets inside; then, with a valid SAS, an oversize publish, a queue-service outage under a running server and a SIGABRT goroutine dump. Neither secret appeared in any output, whole, URL-escaped or in any 16-character piece",
+			notes: fmt.Sprintf("%d runs of the server, client-azqueue-pub and requeue-poison: --help (also with a SAS URL in MICRO_BROKER_ADDRESS), unreachable endpoints, refused keys and SASs, malformed connection strings and endpoints with the secrets inside; then, with a valid SAS, an oversize publish, a queue-service outage under a running server and a SIGABRT goroutine dump. Neither secret appeared in any output, whole, URL-escaped or in any 16-character piece",
 				len(runs)+2),
 		})
 	}

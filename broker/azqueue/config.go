@@ -32,6 +32,8 @@ type brokerConfig struct {
 	connectTimeout time.Duration
 	// publish is what a publish without options of its own uses.
 	publish publishConfig
+	// onPoison is the OnPoison callback, or nil.
+	onPoison func(Poisoned)
 }
 
 // publishConfig is one publish's resolved, validated tunables.
@@ -104,6 +106,9 @@ func resolveBroker(ctx context.Context) (brokerConfig, error) {
 		publish:        publishConfig{ttl: resolve(r, ttlKnob), delay: resolve(r, delayKnob)},
 	}
 	c.publish.check(r)
+	if ctx != nil {
+		c.onPoison, _ = ctx.Value(onPoisonKey).(func(Poisoned))
+	}
 	return c, r.err()
 }
 

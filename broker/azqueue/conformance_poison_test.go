@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -195,5 +196,77 @@ func testPoisonRecordSaysWhyWhenNoHandlerFailed(t *testing.T, e *env) {
 	}
 	if n := r.len(); n != 0 {
 		t.Errorf("handler called %d times", n)
+	}
+}
+
+func testPoisonedMessagesAreReportedAndCanBeRequeued(t *testing.T, e *env) {
+	const n = 3
+	topic := newTopic()
+	queue := queueName(t, topic, DefaultGroup)
+	var mu sync.Mutex
+	var reported []Poisoned
+	b := e.connected(OnPoison(func(p Poisoned) {
+		mu.Lock()
+		defer mu.Unlock()
+		reported = append(reported, p)
+	}))
+	var broken atomic.Bool
+	broken.Store(true)
+	r := newRecorder(t)
+	e.subscribe(b, topic, r.handler(func(Event, delivery) error {
+		if broken.Load() {
+			return Permanent(errors.New("the customer database is gone"))
+		}
+		return nil
+	}), fastPolls)
+	ids := publishMessages(t, b, topic, n)
+	waitStats(t, b, fmt.Sprintf("poisoned=%d", n), func(s Stats) bool { return s.Poisoned == n })
+
+	mu.Lock()
+	got := append([]Poisoned(nil), reported...)
+	mu.Unlock()
+	if len(got) != n {
+		t.Fatalf("OnPoison called %d times for %d poisoned messages", len(got), n)
+	}
+	seen := make(map[string]bool)
+	for _, p := range got {
+		seen[p.MessageID] = true
+		if p.Topic != topic || p.Group != DefaultGroup || p.Queue != queue || p.PoisonQueue != poisonQueueNameFor(queue) ||
+			p.DequeueCount != 1 || !strings.Contains(p.Reason, "the customer database is gone") {
+			t.Errorf("OnPoison got %+v, want topic %q, group %q, queue %q, its poison queue, delivery 1 and the handler's error", p, topic, DefaultGroup, queue)
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("OnPoison reported %d distinct message ids, want %d", len(seen), n)
+	}
+
+	// A record the broker cannot read stays where it is.
+	e.put(poisonQueueNameFor(queue), `{"azqueuePoison":9}`)
+	broken.Store(false)
+	ctx, cancel := context.WithTimeout(context.Background(), waitLong)
+	defer cancel()
+	report, err := b.RequeuePoisoned(ctx, topic, "", 0)
+	if err != nil {
+		t.Fatalf("RequeuePoisoned: %v", err)
+	}
+	if report.Moved != n || len(report.Skipped) != 1 || report.Queue != queue || report.PoisonQueue != poisonQueueNameFor(queue) {
+		t.Errorf("RequeuePoisoned reported %+v, want %d moved and the unreadable record skipped", report, n)
+	}
+	r.waitIDs(t, ids, waitLong)
+	eventually(t, waitLong, func() string { return "the requeued messages were not all handled" }, func() bool {
+		return len(r.all()) == 2*n && e.messages(queue) == 0
+	})
+	for _, d := range r.all()[n:] {
+		if d.count != 1 {
+			t.Errorf("requeued message %s delivered with dequeue count %d, want 1 (a new message)", d.id, d.count)
+		}
+	}
+	if left := e.messages(poisonQueueNameFor(queue)); left != 1 {
+		t.Errorf("%d records left in the poison queue, want only the unreadable one", left)
+	}
+
+	// A topic that never poisoned anything has nothing to requeue.
+	if report, err := b.RequeuePoisoned(ctx, newTopic(), "", 0); err != nil || report.Moved != 0 {
+		t.Errorf("RequeuePoisoned of a topic without a poison queue: %+v, %v; want nothing moved and no error", report, err)
 	}
 }

@@ -69,6 +69,7 @@ var conformanceCases = []conformanceCase{
 	{name: "GoMicroHandlerErrorsKeepTheirRetries", run: testGoMicroHandlerErrorsKeepTheirRetries},
 	{name: "HandBacksDoNotCountTowardsMaxDequeueCount", run: testHandBacksDoNotCountTowardsMaxDequeueCount},
 	{name: "PoisonRecordSaysWhyWhenNoHandlerFailed", run: testPoisonRecordSaysWhyWhenNoHandlerFailed},
+	{name: "PoisonedMessagesAreReportedAndCanBeRequeued", run: testPoisonedMessagesAreReportedAndCanBeRequeued},
 	{name: "OversizeMessageIsRejectedAndTheLargestFits", run: testOversizeMessageIsRejectedAndTheLargestFits},
 	{name: "UnsubscribeUnderLoadLosesNothingAndStrandsNoLease", run: testUnsubscribeUnderLoadLosesNothingAndStrandsNoLease},
 	{name: "UnsubscribeHandsBackAnInFlightDequeue", run: testUnsubscribeHandsBackAnInFlightDequeue},

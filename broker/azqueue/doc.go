@@ -164,6 +164,12 @@
 // included, keep their MaxDequeueCount deliveries. Subscribers of go-micro's
 // mucp server get the retries for both.
 //
+// OnPoison calls back on every message moved to a poison queue (topic,
+// group, message id, reason, dequeue count), and Stats counts them
+// (Poisoned). Once their cause is fixed, RequeuePoisoned moves a group's
+// poison records back to its queue: each original text is enqueued again as
+// a new message, then its record is deleted.
+//
 // Polling: immediately again after a full batch, and while answers come
 // back full the next dequeue goes out as soon as room for a whole batch is
 // free, without waiting for those in flight. One dequeue at a time would

@@ -22,6 +22,7 @@ const (
 	credentialsKey knobKey = "credentials"
 	serviceURLKey  knobKey = "ServiceURL"
 	httpClientKey  knobKey = "HTTPClient"
+	onPoisonKey    knobKey = "OnPoison"
 )
 
 // credentialSource produces credentials when the broker connects, so that a
@@ -64,6 +65,14 @@ func ServiceURL(u azqueue.ServiceURL) broker.Option {
 func HTTPClient(c *http.Client) broker.Option {
 	return brokerValue(httpClientKey, c)
 }
+
+// OnPoison calls f for every message a subscription of this broker moves to
+// a poison queue, once the poison record is written and before the message
+// is deleted from its queue; Stats().Poisoned counts the same moves. f runs
+// on the goroutine that moved the message, which holds a handler's place in
+// the subscription's room until f returns: keep it quick (count, alert,
+// hand off to a channel). A panic in f is recovered and logged.
+func OnPoison(f func(Poisoned)) broker.Option { return brokerValue(onPoisonKey, f) }
 
 // QueueCacheTTL sets how long Publish trusts its list of a topic's group
 // queues before listing them again (0 lists on every publish).

@@ -12,12 +12,12 @@ import (
 
 // PoisonRecord is the text the broker writes to a poison queue: why and
 // where a message was given up on, and its original text as published (an
-// envelope without the lastError field the broker adds on failures; a
-// foreign or unreadable text unchanged), so it can be inspected and
-// re-enqueued. When the record would exceed the 64 KiB
-// limit the reason is shortened; if the original alone is at the limit, the
-// poison queue receives the original text itself and the reason is only
-// logged.
+// envelope without the lastError and handBacks fields the broker adds on
+// failures and stops; a foreign or unreadable text unchanged), so it can be
+// inspected and re-enqueued (RequeuePoisoned). When the record would exceed
+// the 64 KiB limit the reason is shortened; if the original alone is at the
+// limit, the poison queue receives the original text itself and the reason
+// is only logged.
 type PoisonRecord struct {
 	Version       int       `json:"azqueuePoison"`
 	Reason        string    `json:"reason"`
@@ -29,6 +29,17 @@ type PoisonRecord struct {
 	InsertionTime time.Time `json:"insertionTime"`
 	PoisonedAt    time.Time `json:"poisonedAt"`
 	Original      string    `json:"original"`
+}
+
+// Poisoned describes a message moved to a poison queue, for OnPoison.
+type Poisoned struct {
+	Topic        string
+	Group        string
+	Queue        string // the queue the message was taken from
+	PoisonQueue  string // where its PoisonRecord now is
+	MessageID    string
+	DequeueCount int64
+	Reason       string
 }
 
 // poisonQueue is a subscription's poison queue, created on first use.

@@ -43,7 +43,7 @@ func (b *Broker) Subscribe(topic string, h broker.Handler, opts ...broker.Subscr
 	}
 	directory.invalidate(topic)
 
-	s := newSubscription(b, svc, topic, group, name, h, options, sc, cfg.base64)
+	s := newSubscription(b, svc, topic, group, name, h, options, sc, cfg)
 	if !b.track(s) {
 		// Disconnect began while the queue was being made ready.
 		return nil, ErrNotConnected
@@ -77,6 +77,8 @@ type subscription struct {
 	opts        broker.SubscribeOptions
 	cfg         subscribeConfig
 	base64      bool
+	// onPoison is the broker's OnPoison callback, or nil.
+	onPoison func(Poisoned)
 
 	leased      chan struct{} // one token per message held: running or waiting for a handler
 	handlers    chan struct{} // one token per running handler
@@ -97,10 +99,10 @@ type subscription struct {
 	unsubscribeErr  error
 }
 
-func newSubscription(b *Broker, svc storage.Service, topic, group, queue string, h broker.Handler, opts broker.SubscribeOptions, cfg subscribeConfig, base64 bool) *subscription {
+func newSubscription(b *Broker, svc storage.Service, topic, group, queue string, h broker.Handler, opts broker.SubscribeOptions, cfg subscribeConfig, bc brokerConfig) *subscription {
 	ctx, cancel := context.WithCancel(context.Background())
 	return &subscription{
-		b: b, topic: topic, group: group, handler: h, opts: opts, cfg: cfg, base64: base64,
+		b: b, topic: topic, group: group, handler: h, opts: opts, cfg: cfg, base64: bc.base64, onPoison: bc.onPoison,
 		fromGoMicro: isGoMicroSubscriber(h),
 		queue:       svc.Queue(queue),
 		poison:      &poisonQueue{queue: svc.Queue(poisonQueueNameFor(queue)), source: queue},
@@ -623,10 +625,27 @@ func (s *subscription) poisonMessage(l *lease, m storage.Message, original, reas
 	}
 	s.b.stats.poisoned.Add(1)
 	logger.Errorf("azqueue: topic %q: moved message %s to poison queue %q: %s", s.topic, m.ID, s.poison.queue.Name(), reason)
+	s.notifyPoisoned(Poisoned{
+		Topic: s.topic, Group: s.group, Queue: s.queue.Name(), PoisonQueue: s.poison.queue.Name(),
+		MessageID: m.ID, DequeueCount: m.DequeueCount, Reason: reason,
+	})
 	if err := l.remove(); err != nil {
 		logger.Warnf("azqueue: topic %q: message %s is in poison queue %q but could not be deleted from %q (it may appear there twice): %v",
 			s.topic, m.ID, s.poison.queue.Name(), s.queue.Name(), err)
 	}
+}
+
+// notifyPoisoned calls the broker's OnPoison callback, if any, with p.
+func (s *subscription) notifyPoisoned(p Poisoned) {
+	if s.onPoison == nil {
+		return
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			logger.Errorf("azqueue: topic %q: the OnPoison callback panicked on message %s: %v", s.topic, p.MessageID, r)
+		}
+	}()
+	s.onPoison(p)
 }
 
 // activity counts running goroutines and can be waited on with a

@@ -45,6 +45,8 @@ type Settings struct {
 	// for the server to register (WaitForService) or the broker to
 	// connect (WaitForBroker); 0 does not wait.
 	Wait time.Duration
+	// Topic is the events' topic, for the clients of the broker.
+	Topic string
 }
 
 // ServiceFlag returns the --service flag (env POC_SERVICE), stored in
@@ -68,6 +70,19 @@ func (s *Settings) TimeoutFlag() cli.Flag {
 		Value:       DefaultTimeout,
 		Usage:       "bound on each operation (a call, a whole stream or a publish), registry look-up included",
 		Destination: &s.Timeout,
+	}
+}
+
+// TopicFlag returns the --topic flag (env POC_TOPIC, default the example
+// server's events topic), stored in s.Topic; usage says in --help what
+// the client does with the topic.
+func (s *Settings) TopicFlag(usage string) cli.Flag {
+	return &cli.StringFlag{
+		Name:        "topic",
+		EnvVars:     []string{"POC_TOPIC"},
+		Value:       example.EventsTopic,
+		Usage:       usage + " (the server's --topic)",
+		Destination: &s.Topic,
 	}
 }
 

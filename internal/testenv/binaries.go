@@ -20,6 +20,7 @@ var Binaries = []string{
 	"./client-pingpong",
 	"./client-stream",
 	"./client-azqueue-pub",
+	"./requeue-poison",
 }
 
 // BinDirEnv names the environment variable that points BuildBinaries at
