@@ -662,7 +662,7 @@ func rawDrainHolding(q sdk.MessagesURL, want, workers, batch, held int, handle f
 // from another process), against the raw baseline: Enqueue, and a loop
 // that dequeues again as soon as an answer arrives (the lowest latency
 // there is, at the price of a request per round trip even when the queue
-// is empty). Two more sides show the knobs: azqueuewake publishes with the
+// is empty). Two more sides show the settings: azqueuewake publishes with the
 // subscriber's own broker, whose publish wakes the poller at once, and
 // azqueuefast subscribes with PollInterval(fastPollMin, default max).
 func BenchmarkLatency(b *testing.B) {

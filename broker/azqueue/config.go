@@ -42,13 +42,13 @@ type publishConfig struct {
 	delay time.Duration
 }
 
-// resolver collects the first error while resolving several knobs.
+// resolver collects the first error while resolving several tunables.
 type resolver struct {
 	ctx  context.Context
 	errs []error
 }
 
-func resolve[T any](r *resolver, k knob[T]) T {
+func resolve[T any](r *resolver, k tunable[T]) T {
 	v, err := k.value(r.ctx, os.Getenv)
 	if err != nil {
 		r.errs = append(r.errs, err)
@@ -58,7 +58,7 @@ func resolve[T any](r *resolver, k knob[T]) T {
 
 // resolveOver is resolve over a value resolved before instead of the
 // environment and the default.
-func resolveOver[T any](r *resolver, k knob[T], base T) T {
+func resolveOver[T any](r *resolver, k tunable[T], base T) T {
 	v, err := k.over(r.ctx, base, "broker")
 	if err != nil {
 		r.errs = append(r.errs, err)
@@ -77,16 +77,16 @@ func (r *resolver) err() error { return errors.Join(r.errs...) }
 func resolveSubscribe(ctx context.Context) (subscribeConfig, error) {
 	r := &resolver{ctx: ctx}
 	c := subscribeConfig{
-		batchSize:      resolve(r, batchSizeKnob),
-		concurrency:    resolve(r, concurrencyKnob),
-		visibility:     resolve(r, visibilityKnob),
-		maxDequeue:     resolve(r, maxDequeueKnob),
-		pollMin:        resolve(r, pollMinKnob),
-		pollMax:        resolve(r, pollMaxKnob),
-		retryMin:       resolve(r, retryMinKnob),
-		retryMax:       resolve(r, retryMaxKnob),
-		drain:          resolve(r, drainKnob),
-		rawContentType: resolve(r, rawContentTypeKnob),
+		batchSize:      resolve(r, batchSizeTunable),
+		concurrency:    resolve(r, concurrencyTunable),
+		visibility:     resolve(r, visibilityTunable),
+		maxDequeue:     resolve(r, maxDequeueTunable),
+		pollMin:        resolve(r, pollMinTunable),
+		pollMax:        resolve(r, pollMaxTunable),
+		retryMin:       resolve(r, retryMinTunable),
+		retryMax:       resolve(r, retryMaxTunable),
+		drain:          resolve(r, drainTunable),
+		rawContentType: resolve(r, rawContentTypeTunable),
 	}
 	if c.concurrency == 0 {
 		c.concurrency = c.batchSize
@@ -99,11 +99,11 @@ func resolveSubscribe(ctx context.Context) (subscribeConfig, error) {
 func resolveBroker(ctx context.Context) (brokerConfig, error) {
 	r := &resolver{ctx: ctx}
 	c := brokerConfig{
-		cacheTTL:       resolve(r, cacheTTLKnob),
-		base64:         resolve(r, base64Knob),
-		publishTimeout: resolve(r, publishTimeoutKnob),
-		connectTimeout: resolve(r, connectTimeoutKnob),
-		publish:        publishConfig{ttl: resolve(r, ttlKnob), delay: resolve(r, delayKnob)},
+		cacheTTL:       resolve(r, cacheTTLTunable),
+		base64:         resolve(r, base64Tunable),
+		publishTimeout: resolve(r, publishTimeoutTunable),
+		connectTimeout: resolve(r, connectTimeoutTunable),
+		publish:        publishConfig{ttl: resolve(r, ttlTunable), delay: resolve(r, delayTunable)},
 	}
 	c.publish.check(r)
 	if ctx != nil {
@@ -116,11 +116,11 @@ func resolveBroker(ctx context.Context) (brokerConfig, error) {
 // the broker's. Publishing is the hot path, so the environment is read once,
 // at Connect, and a publish without options of its own costs nothing here.
 func resolvePublish(ctx context.Context, broker publishConfig) (publishConfig, error) {
-	if ctx == nil || ctx.Value(ttlKnob.key) == nil && ctx.Value(delayKnob.key) == nil {
+	if ctx == nil || ctx.Value(ttlTunable.key) == nil && ctx.Value(delayTunable.key) == nil {
 		return broker, nil
 	}
 	r := &resolver{ctx: ctx}
-	c := publishConfig{ttl: resolveOver(r, ttlKnob, broker.ttl), delay: resolveOver(r, delayKnob, broker.delay)}
+	c := publishConfig{ttl: resolveOver(r, ttlTunable, broker.ttl), delay: resolveOver(r, delayTunable, broker.delay)}
 	c.check(r)
 	return c, r.err()
 }

@@ -869,9 +869,9 @@ func testUnsubscribeHandsBackAnInFlightDequeue(t *testing.T, e *env) {
 }
 
 func testIdlePollingBacksOffWithinPollInterval(t *testing.T, e *env) {
-	// Pauses are drawn from [0.9d, d], d doubling from min to max. Once d
-	// has reached max (after 50, 100, 200ms: the 5th poll), every pause is
-	// in [360ms, 400ms].
+	// Pauses are drawn from [d/2, d], d doubling from min to max, and from
+	// [0.9 max, max] once d has reached max (after 50, 100, 200ms: the 5th
+	// poll); from then on every pause is in [360ms, 400ms].
 	const min, max, window = 50 * time.Millisecond, 400 * time.Millisecond, 2 * time.Second
 	b := e.connected()
 	e.subscribe(b, newTopic(), newRecorder(t).handler(nil), PollInterval(min, max))

@@ -89,7 +89,7 @@ func (d *queueDirectory) ensureQueue(ctx context.Context, topic, group string) (
 		return "", err
 	}
 	if err := d.svc.Queue(name).Create(ctx, queueMetadata(topic, group)); err != nil {
-		return "", fmt.Errorf("azqueue: create queue for topic %q group %q: %w", topic, group, err)
+		return "", fmt.Errorf("create queue for topic %q group %q: %w", topic, group, err)
 	}
 	return name, nil
 }

@@ -84,7 +84,7 @@ func encodeMessage(m *broker.Message, wholeBase64 bool) (text string, id string,
 func marshalEnvelope(e envelope, wholeBase64 bool) (string, error) {
 	b, err := json.Marshal(e)
 	if err != nil {
-		return "", fmt.Errorf("azqueue: encode envelope: %w", err)
+		return "", fmt.Errorf("encode envelope: %w", err)
 	}
 	b = asciiJSON(b)
 	if wholeBase64 {

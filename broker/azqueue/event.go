@@ -42,10 +42,12 @@ func (e *event) MessageID() string            { return e.lease.id }
 func (e *event) DequeueCount() int64          { return e.dequeueCount }
 func (e *event) Extend(d time.Duration) error { return e.lease.extend(d) }
 
-// Ack deletes the message: it has been handled.
+// Ack deletes the message: it has been handled. The lease's errors
+// (ErrSettled, ErrLeaseLost, a failed delete) are returned as they are:
+// each already names the package, the operation and the message.
 func (e *event) Ack() error {
 	if err := e.lease.remove(); err != nil {
-		return fmt.Errorf("azqueue: ack: %w", err)
+		return err
 	}
 	e.stats.acked.Add(1)
 	return nil
@@ -56,7 +58,7 @@ func (e *event) Nack(delay time.Duration) error {
 		return fmt.Errorf("azqueue: nack with delay %s: out of range 0s..7d", delay)
 	}
 	if err := e.lease.release(delay, ""); err != nil {
-		return fmt.Errorf("azqueue: nack: %w", err)
+		return err // named as Ack's are
 	}
 	e.stats.retried.Add(1)
 	return nil

@@ -175,7 +175,7 @@ func renewalPause(left time.Duration) time.Duration {
 func (l *lease) renew() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.usable(); err != nil {
+	if err := l.settledOrLostLocked(); err != nil {
 		return err
 	}
 	bound := renewalBound(time.Until(l.until))
@@ -218,7 +218,7 @@ func (l *lease) extend(d time.Duration) error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.usable(); err != nil {
+	if err := l.settledOrLostLocked(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
@@ -235,7 +235,7 @@ func (l *lease) extend(d time.Duration) error {
 func (l *lease) release(delay time.Duration, text string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.usable(); err != nil {
+	if err := l.settledOrLostLocked(); err != nil {
 		return err
 	}
 	if text == "" {
@@ -258,13 +258,13 @@ func (l *lease) release(delay time.Duration, text string) error {
 func (l *lease) remove() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.usable(); err != nil {
+	if err := l.settledOrLostLocked(); err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	if err := l.queue.Delete(ctx, l.id, l.receipt); err != nil && !storage.IsMessageNotFound(err) {
-		return l.failed("delete", err)
+		return l.recordFailure("delete", err)
 	}
 	l.settled = true
 	return nil
@@ -275,12 +275,11 @@ func (l *lease) remove() error {
 func (l *lease) settledOrLost() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.usable()
+	return l.settledOrLostLocked()
 }
 
-// usable reports why the lease cannot be used, if it cannot. Called with
-// l.mu held.
-func (l *lease) usable() error {
+// settledOrLostLocked is settledOrLost, called with l.mu held.
+func (l *lease) settledOrLostLocked() error {
 	if l.settled {
 		return ErrSettled
 	}
@@ -293,15 +292,15 @@ func (l *lease) update(ctx context.Context, text string, visibility time.Duratio
 	sent := time.Now()
 	next, err := l.queue.Update(ctx, l.id, l.receipt, text, visibility)
 	if err != nil {
-		return l.failed("update", err)
+		return l.recordFailure("update", err)
 	}
 	l.receipt, l.text, l.until = next.PopReceipt, text, sent.Add(visibility)
 	return nil
 }
 
-// failed records a lost lease, or passes other errors on. Called with l.mu
-// held.
-func (l *lease) failed(op string, err error) error {
+// recordFailure records a lost lease, or counts and passes on any other
+// error of op. Called with l.mu held.
+func (l *lease) recordFailure(op string, err error) error {
 	if storage.IsLeaseLost(err) {
 		return l.markLost(fmt.Errorf("%s: %w", op, err))
 	}

@@ -19,10 +19,10 @@ import (
 // them but ServiceURL.
 
 const (
-	credentialsKey knobKey = "credentials"
-	serviceURLKey  knobKey = "ServiceURL"
-	httpClientKey  knobKey = "HTTPClient"
-	onPoisonKey    knobKey = "OnPoison"
+	credentialsKey optionKey = "credentials"
+	serviceURLKey  optionKey = "ServiceURL"
+	httpClientKey  optionKey = "HTTPClient"
+	onPoisonKey    optionKey = "OnPoison"
 )
 
 // credentialSource produces credentials when the broker connects, so that a
@@ -76,66 +76,66 @@ func OnPoison(f func(Poisoned)) broker.Option { return brokerValue(onPoisonKey, 
 
 // QueueCacheTTL sets how long Publish trusts its list of a topic's group
 // queues before listing them again (0 lists on every publish).
-func QueueCacheTTL(d time.Duration) broker.Option { return brokerValue(cacheTTLKnob.key, d) }
+func QueueCacheTTL(d time.Duration) broker.Option { return brokerValue(cacheTTLTunable.key, d) }
 
 // Base64Messages base64-encodes whole messages on publish, the encoding
 // Azure Functions' queue trigger expects by default. Receiving accepts both.
-func Base64Messages(on bool) broker.Option { return brokerValue(base64Knob.key, on) }
+func Base64Messages(on bool) broker.Option { return brokerValue(base64Tunable.key, on) }
 
 // PublishTimeout bounds one Publish whose context has no deadline.
-func PublishTimeout(d time.Duration) broker.Option { return brokerValue(publishTimeoutKnob.key, d) }
+func PublishTimeout(d time.Duration) broker.Option { return brokerValue(publishTimeoutTunable.key, d) }
 
 // ConnectTimeout bounds Connect's authenticated check.
-func ConnectTimeout(d time.Duration) broker.Option { return brokerValue(connectTimeoutKnob.key, d) }
+func ConnectTimeout(d time.Duration) broker.Option { return brokerValue(connectTimeoutTunable.key, d) }
 
 // Subscribe options, each with a server.SubscriberOption twin for
 // subscribers registered through micro.RegisterSubscriber.
 
 // BatchSize sets how many messages (1..32) one dequeue request asks for.
-func BatchSize(n int) broker.SubscribeOption { return subscribeValue(batchSizeKnob.key, n) }
+func BatchSize(n int) broker.SubscribeOption { return subscribeValue(batchSizeTunable.key, n) }
 
 // SubscriberBatchSize is BatchSize for micro.RegisterSubscriber.
-func SubscriberBatchSize(n int) server.SubscriberOption { return subscriberValue(batchSizeKnob.key, n) }
+func SubscriberBatchSize(n int) server.SubscriberOption { return subscriberValue(batchSizeTunable.key, n) }
 
 // Concurrency sets how many handlers run at once (default: BatchSize).
-func Concurrency(n int) broker.SubscribeOption { return subscribeValue(concurrencyKnob.key, n) }
+func Concurrency(n int) broker.SubscribeOption { return subscribeValue(concurrencyTunable.key, n) }
 
 // SubscriberConcurrency is Concurrency for micro.RegisterSubscriber.
 func SubscriberConcurrency(n int) server.SubscriberOption {
-	return subscriberValue(concurrencyKnob.key, n)
+	return subscriberValue(concurrencyTunable.key, n)
 }
 
 // VisibilityTimeout sets the lease taken on each dequeued message (1s..7d).
 func VisibilityTimeout(d time.Duration) broker.SubscribeOption {
-	return subscribeValue(visibilityKnob.key, d)
+	return subscribeValue(visibilityTunable.key, d)
 }
 
 // SubscriberVisibilityTimeout is VisibilityTimeout for micro.RegisterSubscriber.
 func SubscriberVisibilityTimeout(d time.Duration) server.SubscriberOption {
-	return subscriberValue(visibilityKnob.key, d)
+	return subscriberValue(visibilityTunable.key, d)
 }
 
 // MaxDequeueCount sets how many deliveries a message gets before it moves
 // to the poison queue.
-func MaxDequeueCount(n int) broker.SubscribeOption { return subscribeValue(maxDequeueKnob.key, n) }
+func MaxDequeueCount(n int) broker.SubscribeOption { return subscribeValue(maxDequeueTunable.key, n) }
 
 // SubscriberMaxDequeueCount is MaxDequeueCount for micro.RegisterSubscriber.
 func SubscriberMaxDequeueCount(n int) server.SubscriberOption {
-	return subscriberValue(maxDequeueKnob.key, n)
+	return subscriberValue(maxDequeueTunable.key, n)
 }
 
 // PollInterval sets the bounds of the randomized exponential pause between
 // polls of a queue that had no full batch.
 func PollInterval(min, max time.Duration) broker.SubscribeOption {
 	return func(o *broker.SubscribeOptions) {
-		o.Context = withPair(o.Context, pollMinKnob.key, pollMaxKnob.key, min, max)
+		o.Context = withPair(o.Context, pollMinTunable.key, pollMaxTunable.key, min, max)
 	}
 }
 
 // SubscriberPollInterval is PollInterval for micro.RegisterSubscriber.
 func SubscriberPollInterval(min, max time.Duration) server.SubscriberOption {
 	return func(o *server.SubscriberOptions) {
-		o.Context = withPair(o.Context, pollMinKnob.key, pollMaxKnob.key, min, max)
+		o.Context = withPair(o.Context, pollMinTunable.key, pollMaxTunable.key, min, max)
 	}
 }
 
@@ -143,34 +143,34 @@ func SubscriberPollInterval(min, max time.Duration) server.SubscriberOption {
 // message whose handler failed is delivered again.
 func RetryDelay(min, max time.Duration) broker.SubscribeOption {
 	return func(o *broker.SubscribeOptions) {
-		o.Context = withPair(o.Context, retryMinKnob.key, retryMaxKnob.key, min, max)
+		o.Context = withPair(o.Context, retryMinTunable.key, retryMaxTunable.key, min, max)
 	}
 }
 
 // SubscriberRetryDelay is RetryDelay for micro.RegisterSubscriber.
 func SubscriberRetryDelay(min, max time.Duration) server.SubscriberOption {
 	return func(o *server.SubscriberOptions) {
-		o.Context = withPair(o.Context, retryMinKnob.key, retryMaxKnob.key, min, max)
+		o.Context = withPair(o.Context, retryMinTunable.key, retryMaxTunable.key, min, max)
 	}
 }
 
 // DrainTimeout sets how long Unsubscribe waits for running handlers.
-func DrainTimeout(d time.Duration) broker.SubscribeOption { return subscribeValue(drainKnob.key, d) }
+func DrainTimeout(d time.Duration) broker.SubscribeOption { return subscribeValue(drainTunable.key, d) }
 
 // SubscriberDrainTimeout is DrainTimeout for micro.RegisterSubscriber.
 func SubscriberDrainTimeout(d time.Duration) server.SubscriberOption {
-	return subscriberValue(drainKnob.key, d)
+	return subscriberValue(drainTunable.key, d)
 }
 
 // RawContentType sets the Content-Type of messages that are not in the
 // broker's envelope, such as JSON written by another tool.
 func RawContentType(ct string) broker.SubscribeOption {
-	return subscribeValue(rawContentTypeKnob.key, ct)
+	return subscribeValue(rawContentTypeTunable.key, ct)
 }
 
 // SubscriberRawContentType is RawContentType for micro.RegisterSubscriber.
 func SubscriberRawContentType(ct string) server.SubscriberOption {
-	return subscriberValue(rawContentTypeKnob.key, ct)
+	return subscriberValue(rawContentTypeTunable.key, ct)
 }
 
 // Publish options, each with a client.PublishOption twin for events
@@ -180,19 +180,19 @@ func SubscriberRawContentType(ct string) server.SubscriberOption {
 
 // MessageTTL sets how long a published message lives (1s..7d, or
 // NeverExpire).
-func MessageTTL(d time.Duration) broker.PublishOption { return publishValue(ttlKnob.key, d) }
+func MessageTTL(d time.Duration) broker.PublishOption { return publishValue(ttlTunable.key, d) }
 
 // ClientMessageTTL is MessageTTL for go-micro clients.
 func ClientMessageTTL(d time.Duration) client.PublishOption {
-	return clientPublishValue(ttlKnob.key, d)
+	return clientPublishValue(ttlTunable.key, d)
 }
 
 // Delay keeps a published message invisible for d (below its TTL).
-func Delay(d time.Duration) broker.PublishOption { return publishValue(delayKnob.key, d) }
+func Delay(d time.Duration) broker.PublishOption { return publishValue(delayTunable.key, d) }
 
 // ClientDelay is Delay for go-micro clients.
-func ClientDelay(d time.Duration) client.PublishOption { return clientPublishValue(delayKnob.key, d) }
+func ClientDelay(d time.Duration) client.PublishOption { return clientPublishValue(delayTunable.key, d) }
 
-func withPair(ctx context.Context, k1, k2 knobKey, v1, v2 time.Duration) context.Context {
+func withPair(ctx context.Context, k1, k2 optionKey, v1, v2 time.Duration) context.Context {
 	return withValue(withValue(ctx, k1, v1), k2, v2)
 }

@@ -36,6 +36,9 @@ func (b *Broker) Publish(topic string, m *broker.Message, opts ...broker.Publish
 		return errEmptyTopic
 	}
 	text, _, err := encodeMessage(m, cfg.base64)
+	if errors.Is(err, ErrMessageTooLarge) {
+		return fmt.Errorf("%w (publishing to topic %q)", err, topic) // prefixed already
+	}
 	if err != nil {
 		return fmt.Errorf("azqueue: publish to topic %q: %w", topic, err)
 	}

@@ -29,13 +29,14 @@ type Setting struct {
 	Doc     string
 }
 
-// knobKey is the context key under which an option stores its value; its
+// optionKey is the context key under which an option stores its value; its
 // text is the option's name, which error messages use.
-type knobKey string
+type optionKey string
 
-// knob is one tunable of type T.
-type knob[T any] struct {
-	key   knobKey
+// tunable is one configurable value of type T: its option, environment
+// variable, default and range.
+type tunable[T any] struct {
+	key   optionKey
 	twin  string
 	env   string
 	def   T
@@ -46,9 +47,9 @@ type knob[T any] struct {
 	show  func(T) string
 }
 
-// value resolves the knob: an option stored in ctx, else the environment,
+// value resolves the tunable: an option stored in ctx, else the environment,
 // else the default; then checks the range.
-func (k knob[T]) value(ctx context.Context, getenv func(string) string) (T, error) {
+func (k tunable[T]) value(ctx context.Context, getenv func(string) string) (T, error) {
 	v, from := k.def, "default"
 	if s := strings.TrimSpace(getenv(k.env)); s != "" {
 		parsed, err := k.parse(s)
@@ -60,9 +61,9 @@ func (k knob[T]) value(ctx context.Context, getenv func(string) string) (T, erro
 	return k.over(ctx, v, from)
 }
 
-// over resolves the knob over base, a value resolved before (whose origin
+// over resolves the tunable over base, a value resolved before (whose origin
 // from names): an option stored in ctx, else base; then checks the range.
-func (k knob[T]) over(ctx context.Context, v T, from string) (T, error) {
+func (k tunable[T]) over(ctx context.Context, v T, from string) (T, error) {
 	if ctx != nil {
 		if opt, ok := ctx.Value(k.key).(T); ok {
 			v, from = opt, string(k.key)
@@ -74,19 +75,19 @@ func (k knob[T]) over(ctx context.Context, v T, from string) (T, error) {
 	return v, nil
 }
 
-func (k knob[T]) format(v T) string {
+func (k tunable[T]) format(v T) string {
 	if k.show != nil {
 		return k.show(v)
 	}
 	return fmt.Sprint(v)
 }
 
-func (k knob[T]) setting() Setting {
+func (k tunable[T]) setting() Setting {
 	return Setting{Option: string(k.key), Twin: k.twin, Env: k.env, Default: k.format(k.def), Range: k.rng, Doc: k.doc}
 }
 
-func intKnob(key knobKey, twin, env string, def, min, max int, doc string) knob[int] {
-	return knob[int]{
+func intTunable(key optionKey, twin, env string, def, min, max int, doc string) tunable[int] {
+	return tunable[int]{
 		key: key, twin: twin, env: env, def: def, doc: doc,
 		rng:   fmt.Sprintf("%d..%d", min, max),
 		parse: strconv.Atoi,
@@ -94,8 +95,8 @@ func intKnob(key knobKey, twin, env string, def, min, max int, doc string) knob[
 	}
 }
 
-func durationKnob(key knobKey, twin, env string, def, min, max time.Duration, doc string) knob[time.Duration] {
-	return knob[time.Duration]{
+func durationTunable(key optionKey, twin, env string, def, min, max time.Duration, doc string) tunable[time.Duration] {
+	return tunable[time.Duration]{
 		key: key, twin: twin, env: env, def: def, doc: doc,
 		rng:   fmt.Sprintf("%s..%s", formatDuration(min), formatDuration(max)),
 		parse: parseDuration,
@@ -133,25 +134,25 @@ const day = 24 * time.Hour
 
 // Subscription tunables.
 var (
-	batchSizeKnob = intKnob("BatchSize", "SubscriberBatchSize", EnvPrefix+"BATCH_SIZE", 32, 1, 32,
+	batchSizeTunable = intTunable("BatchSize", "SubscriberBatchSize", EnvPrefix+"BATCH_SIZE", 32, 1, 32,
 		"Messages asked for per dequeue request; a subscription holds at most Concurrency + BatchSize.")
-	concurrencyKnob = intKnob("Concurrency", "SubscriberConcurrency", EnvPrefix+"CONCURRENCY", 0, 0, 1024,
+	concurrencyTunable = intTunable("Concurrency", "SubscriberConcurrency", EnvPrefix+"CONCURRENCY", 0, 0, 1024,
 		"Handlers running at once per subscription; 0 means equal to BatchSize.")
-	visibilityKnob = durationKnob("VisibilityTimeout", "SubscriberVisibilityTimeout", EnvPrefix+"VISIBILITY_TIMEOUT", 30*time.Second, time.Second, 7*day,
+	visibilityTunable = durationTunable("VisibilityTimeout", "SubscriberVisibilityTimeout", EnvPrefix+"VISIBILITY_TIMEOUT", 30*time.Second, time.Second, 7*day,
 		"Lease taken on a dequeued message; renewed at half-life while the subscription holds it.")
-	maxDequeueKnob = intKnob("MaxDequeueCount", "SubscriberMaxDequeueCount", EnvPrefix+"MAX_DEQUEUE_COUNT", 5, 1, 1000,
+	maxDequeueTunable = intTunable("MaxDequeueCount", "SubscriberMaxDequeueCount", EnvPrefix+"MAX_DEQUEUE_COUNT", 5, 1, 1000,
 		"Deliveries before a message moves to the <queue>-poison queue instead of its handler.")
-	pollMinKnob = durationKnob("PollInterval (min)", "SubscriberPollInterval", EnvPrefix+"POLL_MIN", 100*time.Millisecond, 10*time.Millisecond, time.Hour,
+	pollMinTunable = durationTunable("PollInterval (min)", "SubscriberPollInterval", EnvPrefix+"POLL_MIN", 100*time.Millisecond, 10*time.Millisecond, time.Hour,
 		"Shortest pause between polls of a queue that is not full.")
-	pollMaxKnob = durationKnob("PollInterval (max)", "SubscriberPollInterval", EnvPrefix+"POLL_MAX", 10*time.Second, 10*time.Millisecond, time.Hour,
+	pollMaxTunable = durationTunable("PollInterval (max)", "SubscriberPollInterval", EnvPrefix+"POLL_MAX", 10*time.Second, 10*time.Millisecond, time.Hour,
 		"Longest pause between polls of an idle queue (randomized exponential backoff).")
-	retryMinKnob = durationKnob("RetryDelay (min)", "SubscriberRetryDelay", EnvPrefix+"RETRY_MIN", time.Second, 0, 7*day,
+	retryMinTunable = durationTunable("RetryDelay (min)", "SubscriberRetryDelay", EnvPrefix+"RETRY_MIN", time.Second, 0, 7*day,
 		"Delay before the first redelivery of a message whose handler failed.")
-	retryMaxKnob = durationKnob("RetryDelay (max)", "SubscriberRetryDelay", EnvPrefix+"RETRY_MAX", 5*time.Minute, 0, 7*day,
+	retryMaxTunable = durationTunable("RetryDelay (max)", "SubscriberRetryDelay", EnvPrefix+"RETRY_MAX", 5*time.Minute, 0, 7*day,
 		"Cap of the exponential, jittered redelivery delay.")
-	drainKnob = durationKnob("DrainTimeout", "SubscriberDrainTimeout", EnvPrefix+"DRAIN_TIMEOUT", 30*time.Second, 0, time.Hour,
+	drainTunable = durationTunable("DrainTimeout", "SubscriberDrainTimeout", EnvPrefix+"DRAIN_TIMEOUT", 30*time.Second, 0, time.Hour,
 		"How long Unsubscribe/Disconnect wait for running handlers.")
-	rawContentTypeKnob = knob[string]{
+	rawContentTypeTunable = tunable[string]{
 		key: "RawContentType", twin: "SubscriberRawContentType", env: EnvPrefix + "RAW_CONTENT_TYPE", def: "application/json",
 		rng: "a MIME type", doc: "Content-Type given to messages that are not in the broker's envelope (written by other tools).",
 		parse: func(s string) (string, error) { return s, nil },
@@ -161,24 +162,24 @@ var (
 
 // Broker-wide and publish tunables.
 var (
-	cacheTTLKnob = durationKnob("QueueCacheTTL", "", EnvPrefix+"QUEUE_CACHE_TTL", 30*time.Second, 0, time.Hour,
+	cacheTTLTunable = durationTunable("QueueCacheTTL", "", EnvPrefix+"QUEUE_CACHE_TTL", 30*time.Second, 0, time.Hour,
 		"How long Publish trusts its list of a topic's group queues.")
-	base64Knob = knob[bool]{
+	base64Tunable = tunable[bool]{
 		key: "Base64Messages", env: EnvPrefix + "BASE64", def: false, rng: "true or false",
 		doc:   "Base64-encode whole messages on publish (Azure Functions' default encoding); receiving accepts both.",
 		parse: strconv.ParseBool,
 	}
-	publishTimeoutKnob = durationKnob("PublishTimeout", "", EnvPrefix+"PUBLISH_TIMEOUT", 30*time.Second, time.Second, time.Hour,
+	publishTimeoutTunable = durationTunable("PublishTimeout", "", EnvPrefix+"PUBLISH_TIMEOUT", 30*time.Second, time.Second, time.Hour,
 		"Bound on one Publish when its context has no deadline.")
-	connectTimeoutKnob = durationKnob("ConnectTimeout", "", EnvPrefix+"CONNECT_TIMEOUT", 10*time.Second, time.Second, 10*time.Minute,
+	connectTimeoutTunable = durationTunable("ConnectTimeout", "", EnvPrefix+"CONNECT_TIMEOUT", 10*time.Second, time.Second, 10*time.Minute,
 		"Bound on Connect's authenticated check.")
-	ttlKnob = knob[time.Duration]{
+	ttlTunable = tunable[time.Duration]{
 		key: "MessageTTL", twin: "ClientMessageTTL", env: EnvPrefix + "MESSAGE_TTL", def: 7 * day,
 		rng: "1s..7d, or -1s (NeverExpire)", doc: "Time to live of published messages.",
 		parse: parseDuration, show: formatDuration,
 		valid: func(d time.Duration) bool { return d == NeverExpire || (d >= time.Second && d <= 7*day) },
 	}
-	delayKnob = durationKnob("Delay", "ClientDelay", EnvPrefix+"DELAY", 0, 0, 7*day,
+	delayTunable = durationTunable("Delay", "ClientDelay", EnvPrefix+"DELAY", 0, 0, 7*day,
 		"Initial invisibility of published messages; must be below MessageTTL.")
 )
 
@@ -189,38 +190,38 @@ const NeverExpire = -time.Second
 // default and range: the single source of the configuration table.
 func Settings() []Setting {
 	return []Setting{
-		batchSizeKnob.setting(), concurrencyKnob.setting(), visibilityKnob.setting(), maxDequeueKnob.setting(),
-		pollMinKnob.setting(), pollMaxKnob.setting(), retryMinKnob.setting(), retryMaxKnob.setting(),
-		drainKnob.setting(), rawContentTypeKnob.setting(),
-		cacheTTLKnob.setting(), base64Knob.setting(), publishTimeoutKnob.setting(), connectTimeoutKnob.setting(),
-		ttlKnob.setting(), delayKnob.setting(),
+		batchSizeTunable.setting(), concurrencyTunable.setting(), visibilityTunable.setting(), maxDequeueTunable.setting(),
+		pollMinTunable.setting(), pollMaxTunable.setting(), retryMinTunable.setting(), retryMaxTunable.setting(),
+		drainTunable.setting(), rawContentTypeTunable.setting(),
+		cacheTTLTunable.setting(), base64Tunable.setting(), publishTimeoutTunable.setting(), connectTimeoutTunable.setting(),
+		ttlTunable.setting(), delayTunable.setting(),
 	}
 }
 
 // withValue returns ctx (or a new background context) carrying v under k.
-func withValue(ctx context.Context, k knobKey, v interface{}) context.Context {
+func withValue(ctx context.Context, k optionKey, v interface{}) context.Context {
 	if ctx == nil {
 		ctx = context.Background()
 	}
 	return context.WithValue(ctx, k, v)
 }
 
-func brokerValue(k knobKey, v interface{}) broker.Option {
+func brokerValue(k optionKey, v interface{}) broker.Option {
 	return func(o *broker.Options) { o.Context = withValue(o.Context, k, v) }
 }
 
-func subscribeValue(k knobKey, v interface{}) broker.SubscribeOption {
+func subscribeValue(k optionKey, v interface{}) broker.SubscribeOption {
 	return func(o *broker.SubscribeOptions) { o.Context = withValue(o.Context, k, v) }
 }
 
-func subscriberValue(k knobKey, v interface{}) server.SubscriberOption {
+func subscriberValue(k optionKey, v interface{}) server.SubscriberOption {
 	return func(o *server.SubscriberOptions) { o.Context = withValue(o.Context, k, v) }
 }
 
-func publishValue(k knobKey, v interface{}) broker.PublishOption {
+func publishValue(k optionKey, v interface{}) broker.PublishOption {
 	return func(o *broker.PublishOptions) { o.Context = withValue(o.Context, k, v) }
 }
 
-func clientPublishValue(k knobKey, v interface{}) client.PublishOption {
+func clientPublishValue(k optionKey, v interface{}) client.PublishOption {
 	return func(o *client.PublishOptions) { o.Context = withValue(o.Context, k, v) }
 }

@@ -3,12 +3,9 @@ package azqueue
 import (
 	"context"
 	"fmt"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/Azure/azure-pipeline-go/pipeline"
-	"github.com/micro/go-micro/v2/logger"
 )
 
 // Stats counts what a broker has done since it was created.
@@ -63,45 +60,4 @@ func requestCounter(n *atomic.Int64) pipeline.Factory {
 			return next.Do(ctx, r)
 		}
 	})
-}
-
-// throttledLog logs a recurring error at most once per interval, saying how
-// many were suppressed in between, so an outage produces a few lines rather
-// than one per poll.
-type throttledLog struct {
-	interval time.Duration
-
-	mu         sync.Mutex
-	last       time.Time
-	suppressed int
-}
-
-func (t *throttledLog) errorf(format string, args ...interface{}) {
-	t.mu.Lock()
-	now := time.Now()
-	if !t.last.IsZero() && now.Sub(t.last) < t.interval {
-		t.suppressed++
-		t.mu.Unlock()
-		return
-	}
-	suppressed := t.suppressed
-	t.last, t.suppressed = now, 0
-	t.mu.Unlock()
-
-	msg := fmt.Sprintf(format, args...)
-	if suppressed > 0 {
-		msg += fmt.Sprintf(" (%d similar errors since the last report)", suppressed)
-	}
-	logger.Error(msg)
-}
-
-// recovered logs, once, that the condition behind the errors has passed.
-func (t *throttledLog) recovered(format string, args ...interface{}) {
-	t.mu.Lock()
-	wasFailing := !t.last.IsZero()
-	t.last, t.suppressed = time.Time{}, 0
-	t.mu.Unlock()
-	if wasFailing {
-		logger.Infof(format, args...)
-	}
 }

@@ -26,6 +26,9 @@ func (b *Broker) Subscribe(topic string, h broker.Handler, opts ...broker.Subscr
 	if h == nil {
 		return nil, fmt.Errorf("azqueue: subscribe to topic %q: nil handler", topic)
 	}
+	if topic == "" {
+		return nil, errEmptyTopic
+	}
 	options := broker.NewSubscribeOptions(opts...)
 	sc, err := resolveSubscribe(options.Context)
 	if err != nil {
@@ -39,7 +42,7 @@ func (b *Broker) Subscribe(topic string, h broker.Handler, opts ...broker.Subscr
 	defer cancel()
 	name, err := directory.ensureQueue(ctx, topic, group)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("azqueue: subscribe to topic %q: %w", topic, err)
 	}
 	directory.invalidate(topic)
 

@@ -3,7 +3,7 @@
 //
 // service.Init parses os.Args with micro/cli, applies go-micro's own flags
 // (--registry, --broker, --server_name, ...) and then runs the app's
-// Action. Two things are left to the caller. First, when micro/cli handles
+// Action. Three things are left to the caller. First, when micro/cli handles
 // the command line by itself (a subcommand such as the built-in "help"),
 // it returns without running the Action and go-micro's Init returns
 // normally, so a naive main goes on to start the service. micro/cli v2.1.2

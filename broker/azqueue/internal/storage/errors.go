@@ -45,14 +45,11 @@ func (e *Error) Unwrap() error { return e.Err }
 
 // Service error codes the broker branches on.
 const (
-	CodeQueueNotFound        = "QueueNotFound"
-	CodeMessageNotFound      = "MessageNotFound"
-	CodePopReceiptMismatch   = "PopReceiptMismatch"
-	CodeQueueBeingDeleted    = "QueueBeingDeleted"
-	CodeAuthenticationFailed = "AuthenticationFailed"
-	CodeMessageTooLarge      = "MessageTooLarge"
-	CodeServerBusy           = "ServerBusy"
-	CodeOperationTimedOut    = "OperationTimedOut"
+	CodeQueueNotFound      = "QueueNotFound"
+	CodeMessageNotFound    = "MessageNotFound"
+	CodePopReceiptMismatch = "PopReceiptMismatch"
+	CodeServerBusy         = "ServerBusy"
+	CodeOperationTimedOut  = "OperationTimedOut"
 )
 
 // IsQueueNotFound reports whether err says the queue does not exist.
