@@ -50,9 +50,13 @@ func (d *queueDirectory) entry(topic string) *topicQueues {
 	return t
 }
 
-// queuesFor returns the names of the topic's group queues. A topic without
-// any gets its default group's queue, created now, so that messages
-// published before the first subscriber starts are kept.
+// queuesFor returns the queues a message published to topic goes to: the
+// queues its groups have claimed (see claim). Until a group claims one, it
+// is the topic's unclaimed queues, and a topic without any queue gets its
+// default group's queue, created now, unclaimed: messages published before
+// the first subscriber starts are kept there, for the first group that
+// subscribes (see drainer). Once a group has claimed a queue, unclaimed
+// ones receive no more copies.
 func (d *queueDirectory) queuesFor(ctx context.Context, topic string) ([]groupQueue, error) {
 	t := d.entry(topic)
 	t.mu.Lock()
@@ -60,19 +64,16 @@ func (d *queueDirectory) queuesFor(ctx context.Context, topic string) ([]groupQu
 	if len(t.queues) > 0 && time.Now().Before(t.expires) {
 		return t.queues, nil
 	}
-	infos, err := d.svc.ListQueues(ctx, topicPrefix(topic))
+	claimed, unclaimed, err := d.list(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
-	var queues []groupQueue
-	for _, q := range infos {
-		if recorded, ok := metadataValue(q.Metadata, metaTopic); ok && recorded == topic {
-			group, _ := metadataValue(q.Metadata, metaGroup)
-			queues = append(queues, groupQueue{name: q.Name, group: group})
-		}
+	queues := claimed
+	if len(queues) == 0 {
+		queues = unclaimed
 	}
 	if len(queues) == 0 {
-		name, err := d.ensureQueue(ctx, topic, DefaultGroup)
+		name, err := d.ensureQueue(ctx, topic, DefaultGroup, queueMetadata(topic, DefaultGroup))
 		if err != nil {
 			return nil, err
 		}
@@ -82,15 +83,63 @@ func (d *queueDirectory) queuesFor(ctx context.Context, topic string) ([]groupQu
 	return queues, nil
 }
 
-// ensureQueue creates the (topic, group) queue if it does not exist.
-func (d *queueDirectory) ensureQueue(ctx context.Context, topic, group string) (string, error) {
+// list returns the topic's group queues, claimed and unclaimed.
+func (d *queueDirectory) list(ctx context.Context, topic string) (claimed, unclaimed []groupQueue, err error) {
+	infos, err := d.svc.ListQueues(ctx, topicPrefix(topic))
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, q := range infos {
+		if recorded, ok := metadataValue(q.Metadata, metaTopic); ok && recorded == topic {
+			group, _ := metadataValue(q.Metadata, metaGroup)
+			gq := groupQueue{name: q.Name, group: group}
+			if _, ok := metadataValue(q.Metadata, metaClaimed); ok {
+				claimed = append(claimed, gq)
+			} else {
+				unclaimed = append(unclaimed, gq)
+			}
+		}
+	}
+	return claimed, unclaimed, nil
+}
+
+// ensureQueue creates the (topic, group) queue with metadata if it does not
+// exist.
+func (d *queueDirectory) ensureQueue(ctx context.Context, topic, group string, metadata map[string]string) (string, error) {
 	name, err := queueNameFor(topic, group)
 	if err != nil {
 		return "", err
 	}
-	if err := d.svc.Queue(name).Create(ctx, queueMetadata(topic, group)); err != nil {
+	if err := d.svc.Queue(name).Create(ctx, metadata); err != nil {
 		return "", fmt.Errorf("create queue for topic %q group %q: %w", topic, group, err)
 	}
+	return name, nil
+}
+
+// claim makes the (topic, group) queue exist and marks it claimed: a
+// subscriber's group receives a copy of every message published to the
+// topic from now on, whether or not its subscribers run, until the group
+// is retired (RetireGroup). A queue created unclaimed by a publisher is
+// claimed in place.
+func (d *queueDirectory) claim(ctx context.Context, topic, group string) (string, error) {
+	claimed := claimedMetadata(topic, group)
+	name, err := d.ensureQueue(ctx, topic, group, claimed)
+	if err != nil {
+		return "", err
+	}
+	// Create leaves an existing queue's metadata as it was.
+	infos, err := d.svc.ListQueues(ctx, name)
+	if err != nil {
+		return "", fmt.Errorf("claim queue %q: %w", name, err)
+	}
+	for _, q := range infos {
+		if _, ok := metadataValue(q.Metadata, metaClaimed); q.Name == name && !ok {
+			if err := d.svc.Queue(name).SetMetadata(ctx, claimed); err != nil {
+				return "", fmt.Errorf("claim queue %q: %w", name, err)
+			}
+		}
+	}
+	d.invalidate(topic)
 	return name, nil
 }
 

@@ -64,12 +64,38 @@
 // metadata records the exact topic and group (azqueuetopic, azqueuegroup,
 // URL path-escaped). Queues are created on first use.
 //
-// Publish enqueues into every group queue of the topic, found by listing the
-// queues that start with the topic's prefix and keeping those whose metadata
-// names the topic; the list is cached for QueueCacheTTL, and a Subscribe in
-// the same process refreshes it. A topic without queues gets its default
-// group's queue, so events published before any subscriber starts are kept
-// for it. A partial failure returns an error naming the failed queues.
+// Publish enqueues into every queue the topic's groups have claimed, found
+// by listing the queues that start with the topic's prefix and keeping those
+// whose metadata names the topic; the list is cached for QueueCacheTTL, and
+// a Subscribe in the same process refreshes it. A partial failure returns an
+// error naming the failed queues.
+//
+// Subscribe claims its group's queue (metadata azqueueclaimed, the time of
+// the claim): from then on the group receives a copy of every message
+// published to the topic, whether or not its subscribers run, until it is
+// retired with RetireGroup, which deletes its queue (and its poison queue
+// when asked). Publishers in other processes stop feeding a retired group
+// within their QueueCacheTTL; a publish that meets the deleted queue lists
+// the topic's queues again and publishes to those, never re-creating the
+// deleted queue. Retire a group once its subscribers have stopped for good:
+// a running subscriber creates its queue again.
+//
+// Before any group has subscribed, a publish to a topic without queues
+// creates the default group's queue, unclaimed, and messages wait there. The
+// first group to subscribe, whatever its name, claims its own queue (the
+// unclaimed queue itself, for the default group) and its subscriptions move
+// the waiting messages into the claimed queues, copy first, then delete, so
+// a crash in between duplicates rather than loses. Once a group has claimed
+// a queue, publishers send nothing more to the unclaimed one, and its
+// drainers delete it once it is empty and QueueCacheTTL + PublishTimeout
+// have passed since their claim: the longest a publisher may go on sending
+// to it from a list cached before the claim. After the deletion such a
+// publish finds the queue gone and lists again. The bound holds when every
+// process of a stack has the same QueueCacheTTL (one environment for the
+// stack); a publisher trusting its list for longer could land a message in
+// the moment between the drainers' last empty poll and the deletion, and
+// lose it. Queues made by versions of this broker before claims existed
+// count as unclaimed until a subscriber of their group starts.
 //
 // # Wire format
 //

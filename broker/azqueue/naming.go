@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/url"
 	"strings"
+	"time"
 )
 
 // DefaultGroup is the group a subscription joins when it names none
@@ -18,6 +19,10 @@ const (
 	metaTopic    = "azqueuetopic"
 	metaGroup    = "azqueuegroup"
 	metaPoisonOf = "azqueuepoisonof"
+	// metaClaimed marks a queue a subscriber's group has claimed, with the
+	// time of the claim; a queue without it was created by a publisher
+	// before any group subscribed.
+	metaClaimed = "azqueueclaimed"
 )
 
 // Limits of the queue-name mapping. A queue name has at most 63 characters
@@ -128,6 +133,14 @@ func queueMetadata(topic, group string) map[string]string {
 		group = DefaultGroup
 	}
 	return map[string]string{metaTopic: url.PathEscape(topic), metaGroup: url.PathEscape(group)}
+}
+
+// claimedMetadata is queueMetadata with the claim of a subscriber's group,
+// made now.
+func claimedMetadata(topic, group string) map[string]string {
+	md := queueMetadata(topic, group)
+	md[metaClaimed] = time.Now().UTC().Format(time.RFC3339)
+	return md
 }
 
 // metadataValue returns the value recorded under key in a queue's metadata.

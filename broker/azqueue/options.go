@@ -95,7 +95,9 @@ func ConnectTimeout(d time.Duration) broker.Option { return brokerValue(connectT
 func BatchSize(n int) broker.SubscribeOption { return subscribeValue(batchSizeTunable.key, n) }
 
 // SubscriberBatchSize is BatchSize for micro.RegisterSubscriber.
-func SubscriberBatchSize(n int) server.SubscriberOption { return subscriberValue(batchSizeTunable.key, n) }
+func SubscriberBatchSize(n int) server.SubscriberOption {
+	return subscriberValue(batchSizeTunable.key, n)
+}
 
 // Concurrency sets how many handlers run at once (default: BatchSize).
 func Concurrency(n int) broker.SubscribeOption { return subscribeValue(concurrencyTunable.key, n) }
@@ -191,7 +193,9 @@ func ClientMessageTTL(d time.Duration) client.PublishOption {
 func Delay(d time.Duration) broker.PublishOption { return publishValue(delayTunable.key, d) }
 
 // ClientDelay is Delay for go-micro clients.
-func ClientDelay(d time.Duration) client.PublishOption { return clientPublishValue(delayTunable.key, d) }
+func ClientDelay(d time.Duration) client.PublishOption {
+	return clientPublishValue(delayTunable.key, d)
+}
 
 func withPair(ctx context.Context, k1, k2 optionKey, v1, v2 time.Duration) context.Context {
 	return withValue(withValue(ctx, k1, v1), k2, v2)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/micro/go-micro/v2/broker"
@@ -58,19 +59,28 @@ func (b *Broker) Publish(topic string, m *broker.Message, opts ...broker.Publish
 		b.stats.errors.Add(1)
 		return fmt.Errorf("azqueue: publish to topic %q: %w", topic, err)
 	}
-	errs := b.enqueueAll(ctx, svc, directory, topic, queues, text, pub)
-	// Only queues that received the message wake their pollers: waking one
-	// for a failed publish would cut short the backoff of a poller whose
-	// polls fail for the same reason.
-	var failed []error
-	var received []groupQueue
-	for i, err := range errs {
+	received, failed, gone := b.enqueueAll(ctx, svc, queues, text, pub)
+	if gone {
+		// A queue was deleted since it was listed: its group was retired,
+		// or it was an unclaimed queue emptied into the first group. The
+		// topic's queues are listed again and the message goes to those it
+		// has not reached; the deleted queue is not re-created.
+		directory.invalidate(topic)
+		fresh, err := directory.queuesFor(ctx, topic)
 		if err != nil {
 			failed = append(failed, err)
 		} else {
-			received = append(received, queues[i])
+			more, moreFailed, goneAgain := b.enqueueAll(ctx, svc, without(fresh, received), text, pub)
+			received, failed, queues = append(received, more...), append(failed, moreFailed...), fresh
+			if goneAgain {
+				b.stats.errors.Add(1)
+				failed = append(failed, errQueueDeletedWhilePublishing)
+			}
 		}
 	}
+	// Only queues that received the message wake their pollers: waking one
+	// for a failed publish would cut short the backoff of a poller whose
+	// polls fail for the same reason.
 	b.wake(received)
 	if len(failed) > 0 {
 		return fmt.Errorf("azqueue: publish to topic %q: %d of %d queues failed: %w", topic, len(failed), len(queues), errors.Join(failed...))
@@ -78,43 +88,61 @@ func (b *Broker) Publish(topic string, m *broker.Message, opts ...broker.Publish
 	return nil
 }
 
+// errQueueDeletedWhilePublishing is the error of a publish whose queue
+// was deleted between two listings and the enqueue.
+var errQueueDeletedWhilePublishing = errors.New("a queue of the topic was deleted while the message was being published to it")
+
 // enqueueAll enqueues text into every queue, in parallel when there are
-// several, and returns each queue's error (nil where it succeeded).
-func (b *Broker) enqueueAll(ctx context.Context, svc storage.Service, directory *queueDirectory, topic string, queues []groupQueue, text string, pub publishConfig) []error {
+// several, and returns the queues that received it, the errors of the
+// others, and whether one of those no longer exists.
+func (b *Broker) enqueueAll(ctx context.Context, svc storage.Service, queues []groupQueue, text string, pub publishConfig) (received []groupQueue, failed []error, gone bool) {
 	errs := make([]error, len(queues))
 	if len(queues) == 1 {
-		errs[0] = b.enqueue(ctx, svc, directory, topic, queues[0], text, pub)
-		return errs
+		errs[0] = b.enqueue(ctx, svc, queues[0], text, pub)
+	} else {
+		var wg sync.WaitGroup
+		for i, q := range queues {
+			wg.Add(1)
+			go func(i int, q groupQueue) {
+				defer wg.Done()
+				errs[i] = b.enqueue(ctx, svc, q, text, pub)
+			}(i, q)
+		}
+		wg.Wait()
 	}
-	var wg sync.WaitGroup
-	for i, q := range queues {
-		wg.Add(1)
-		go func(i int, q groupQueue) {
-			defer wg.Done()
-			errs[i] = b.enqueue(ctx, svc, directory, topic, q, text, pub)
-		}(i, q)
+	for i, err := range errs {
+		switch {
+		case err == nil:
+			received = append(received, queues[i])
+		case storage.IsQueueNotFound(err):
+			gone = true
+		default:
+			failed = append(failed, err)
+		}
 	}
-	wg.Wait()
-	return errs
+	return received, failed, gone
 }
 
-// enqueue adds text to one group queue. A queue deleted since it was listed
-// is recreated once and retried.
-func (b *Broker) enqueue(ctx context.Context, svc storage.Service, directory *queueDirectory, topic string, gq groupQueue, text string, pub publishConfig) error {
-	q := svc.Queue(gq.name)
-	err := q.Enqueue(ctx, text, pub.delay, pub.ttl)
-	if storage.IsQueueNotFound(err) {
-		directory.invalidate(topic)
-		if cerr := q.Create(ctx, queueMetadata(topic, gq.group)); cerr != nil {
-			b.stats.errors.Add(1)
-			return cerr
-		}
-		err = q.Enqueue(ctx, text, pub.delay, pub.ttl)
-	}
+// enqueue adds text to one group queue.
+func (b *Broker) enqueue(ctx context.Context, svc storage.Service, gq groupQueue, text string, pub publishConfig) error {
+	err := svc.Queue(gq.name).Enqueue(ctx, text, pub.delay, pub.ttl)
 	if err != nil {
-		b.stats.errors.Add(1)
+		if !storage.IsQueueNotFound(err) {
+			b.stats.errors.Add(1)
+		}
 		return err
 	}
 	b.stats.published.Add(1)
 	return nil
+}
+
+// without returns the queues of all that are not in some.
+func without(all, some []groupQueue) []groupQueue {
+	var rest []groupQueue
+	for _, q := range all {
+		if !slices.Contains(some, q) {
+			rest = append(rest, q)
+		}
+	}
+	return rest
 }

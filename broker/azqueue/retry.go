@@ -126,6 +126,14 @@ func (q retryingQueue) Create(ctx context.Context, metadata map[string]string) e
 	return q.r.do(ctx, func() error { return q.q.Create(ctx, metadata) })
 }
 
+func (q retryingQueue) SetMetadata(ctx context.Context, metadata map[string]string) error {
+	return q.r.do(ctx, func() error { return q.q.SetMetadata(ctx, metadata) })
+}
+
+func (q retryingQueue) DeleteQueue(ctx context.Context) error {
+	return q.r.do(ctx, func() error { return q.q.DeleteQueue(ctx) })
+}
+
 // Enqueue is retried after a failure even though the failed try may have
 // been applied (its answer lost): the message is then enqueued twice, with
 // the same text and so the same Micro-Id. At least once, never lost.

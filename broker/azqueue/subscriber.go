@@ -40,11 +40,14 @@ func (b *Broker) Subscribe(topic string, h broker.Handler, opts ...broker.Subscr
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	name, err := directory.ensureQueue(ctx, topic, group)
+	name, err := directory.claim(ctx, topic, group)
 	if err != nil {
 		return nil, fmt.Errorf("azqueue: subscribe to topic %q: %w", topic, err)
 	}
-	directory.invalidate(topic)
+	_, unclaimed, err := directory.list(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("azqueue: subscribe to topic %q: %w", topic, err)
+	}
 
 	s := newSubscription(b, svc, topic, group, name, h, options, sc, cfg)
 	if !b.track(s) {
@@ -52,6 +55,12 @@ func (b *Broker) Subscribe(topic string, h broker.Handler, opts ...broker.Subscr
 		return nil, ErrNotConnected
 	}
 	go s.poll()
+	for _, u := range unclaimed {
+		s.running.start()
+		d := &drainer{s: s, svc: svc, directory: directory, queue: svc.Queue(u.name),
+			grace: cfg.cacheTTL + cfg.publishTimeout, ttl: cfg.publish.ttl}
+		go d.run()
+	}
 	return s, nil
 }
 
@@ -399,7 +408,7 @@ func (s *subscription) dequeue(n int) ([]storage.Message, error) {
 func (s *subscription) recreateQueue() {
 	ctx, cancel := context.WithTimeout(s.pollCtx, requestTimeout)
 	defer cancel()
-	if err := s.queue.Create(ctx, queueMetadata(s.topic, s.group)); err != nil {
+	if err := s.queue.Create(ctx, claimedMetadata(s.topic, s.group)); err != nil {
 		s.pollErrors.errorf("azqueue: recreate queue %q: %v", s.queue.Name(), err)
 	}
 }

@@ -185,6 +185,16 @@ func (q sdkQueue) Create(ctx context.Context, metadata map[string]string) error 
 	return convert("create", q.name, err)
 }
 
+func (q sdkQueue) SetMetadata(ctx context.Context, metadata map[string]string) error {
+	_, err := q.url.SetMetadata(ctx, metadata)
+	return convert("set metadata of", q.name, err)
+}
+
+func (q sdkQueue) DeleteQueue(ctx context.Context) error {
+	_, err := q.url.Delete(ctx)
+	return convert("delete", q.name, err)
+}
+
 func (q sdkQueue) Enqueue(ctx context.Context, text string, delay, ttl time.Duration) error {
 	_, err := q.messages.Enqueue(ctx, text, WholeSeconds(delay), WholeSeconds(ttl))
 	return convert("enqueue to", q.name, err)

@@ -58,6 +58,10 @@ type Queue interface {
 	Update(ctx context.Context, id, popReceipt, text string, visibility time.Duration) (Lease, error)
 	// Delete removes a leased message. The pop receipt must be the newest one.
 	Delete(ctx context.Context, id, popReceipt string) error
+	// SetMetadata replaces the queue's metadata.
+	SetMetadata(ctx context.Context, metadata map[string]string) error
+	// DeleteQueue removes the queue and every message in it.
+	DeleteQueue(ctx context.Context) error
 }
 
 // Message is a message leased by Dequeue.

@@ -8,6 +8,7 @@ package storagetest
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"sort"
@@ -47,8 +48,9 @@ const (
 // Rule makes some requests slow or fail. The first rule that matches a
 // request and strikes decides what happens to it.
 type Rule struct {
-	// Op is the operation: "ping", "list", "create", "enqueue", "dequeue",
-	// "update" or "delete"; empty matches every operation.
+	// Op is the operation: "ping", "list", "create", "metadata",
+	// "delete queue", "enqueue", "dequeue", "update" or "delete"; empty
+	// matches every operation.
 	Op string
 	// Queue matches requests to this queue only; empty matches every queue.
 	Queue   string
@@ -347,6 +349,27 @@ func (h queueHandle) lookup(op string) (*queue, error) {
 func (h queueHandle) Create(ctx context.Context, metadata map[string]string) error {
 	return h.s.do(ctx, "create", h.name, func() error {
 		h.s.ensure(h.name, metadata)
+		return nil
+	})
+}
+
+func (h queueHandle) SetMetadata(ctx context.Context, metadata map[string]string) error {
+	return h.s.do(ctx, "metadata", h.name, func() error {
+		q, err := h.lookup("set metadata of")
+		if err != nil {
+			return err
+		}
+		q.metadata = maps.Clone(metadata)
+		return nil
+	})
+}
+
+func (h queueHandle) DeleteQueue(ctx context.Context) error {
+	return h.s.do(ctx, "delete queue", h.name, func() error {
+		if _, err := h.lookup("delete"); err != nil {
+			return err
+		}
+		delete(h.s.queues, h.name)
 		return nil
 	})
 }
