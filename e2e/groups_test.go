@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"strings"
 	"syscall"
 	"testing"
@@ -16,17 +15,9 @@ import (
 // queueNames lists the test Azurite's queues.
 func (s *stack) queueNames() []string {
 	s.t.Helper()
-	cred, err := sdk.NewSharedKeyCredential(testenv.DevAccountName, testenv.DevAccountKey)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	u, err := url.Parse(s.azurite.Endpoint())
-	if err != nil {
-		s.t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), clientTimeout)
 	defer cancel()
-	resp, err := sdk.NewServiceURL(*u, sdk.NewPipeline(cred, sdk.PipelineOptions{})).ListQueuesSegment(ctx, sdk.Marker{}, sdk.ListQueuesSegmentOptions{})
+	resp, err := s.azurite.Service(s.t, sdk.PipelineOptions{}).ListQueuesSegment(ctx, sdk.Marker{}, sdk.ListQueuesSegmentOptions{})
 	if err != nil {
 		s.t.Fatalf("list queues: %v", err)
 	}

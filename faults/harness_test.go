@@ -516,15 +516,7 @@ func publishOne(b broker.Broker, say string) error {
 // queueService returns the test Azurite's queue service, for the raw SDK.
 func (s *stack) queueService() sdk.ServiceURL {
 	s.t.Helper()
-	cred, err := sdk.NewSharedKeyCredential(testenv.DevAccountName, testenv.DevAccountKey)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	u, err := url.Parse(s.azurite.Endpoint())
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	return sdk.NewServiceURL(*u, sdk.NewPipeline(cred, sdk.PipelineOptions{Retry: sdk.RetryOptions{MaxTries: 2, TryTimeout: requestTimeout}}))
+	return s.azurite.Service(s.t, sdk.PipelineOptions{Retry: sdk.RetryOptions{MaxTries: 2, TryTimeout: requestTimeout}})
 }
 
 // eventsQueue returns the queue of the events topic's default group: the

@@ -3,10 +3,13 @@ package testenv
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
+
+	sdk "github.com/Azure/azure-storage-queue-go/azqueue"
 )
 
 // DevAccountName is the storage account every Azurite instance serves.
@@ -68,6 +71,21 @@ func (a *Azurite) Endpoint() string {
 // instance with the emulator's account and key.
 func (a *Azurite) ConnectionString() string {
 	return fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;QueueEndpoint=%s;", DevAccountName, DevAccountKey, a.Endpoint())
+}
+
+// Service returns the raw SDK's view of this instance's queue service:
+// DevAccountName's shared key and a pipeline of opts.
+func (a *Azurite) Service(tb testing.TB, opts sdk.PipelineOptions) sdk.ServiceURL {
+	tb.Helper()
+	cred, err := sdk.NewSharedKeyCredential(DevAccountName, DevAccountKey)
+	if err != nil {
+		tb.Fatalf("testenv: Azurite credential: %v", err)
+	}
+	u, err := url.Parse(a.Endpoint())
+	if err != nil {
+		tb.Fatalf("testenv: parse %s: %v", a.Endpoint(), err)
+	}
+	return sdk.NewServiceURL(*u, sdk.NewPipeline(cred, opts))
 }
 
 // Stop stops Azurite: SIGTERM, which makes it save its data, then SIGKILL
