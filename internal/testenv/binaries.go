@@ -12,41 +12,48 @@ import (
 	"time"
 )
 
-// Binaries lists the repository's main packages BuildBinaries builds, as
-// paths relative to the repository root; each binary is named after the
-// last element of its path.
+// Binaries lists the repository's main packages that have an image and a
+// service in the compose demo, as paths relative to the repository root;
+// each binary is named after the last element of its path.
 var Binaries = []string{
 	"./server",
 	"./client-pingpong",
 	"./client-stream",
 	"./client-azqueue-pub",
-	"./requeue-poison",
 }
+
+// Tools lists the main packages run by hand, without an image:
+// requeue-poison.
+var Tools = []string{"./requeue-poison"}
+
+// commands are the main packages BuildBinaries builds: Binaries and Tools.
+var commands = append(append([]string(nil), Binaries...), Tools...)
 
 // BinDirEnv names the environment variable that points BuildBinaries at
 // prebuilt binaries instead of building them.
 const BinDirEnv = "POC_TEST_BIN_DIR"
 
-// buildTimeout bounds `go build` of all Binaries; a cold build of go-micro
+// buildTimeout bounds `go build` of all commands; a cold build of go-micro
 // takes minutes on two cores.
 const buildTimeout = 10 * time.Minute
 
-// built is the outcome of the one build of Binaries per test process.
+// built is the outcome of the one build of commands per test process.
 var built struct {
 	once sync.Once
 	dir  string
 	err  error
 }
 
-// BuildBinaries returns a directory holding every binary of Binaries. If
-// POC_TEST_BIN_DIR is set it returns that directory, after checking that
-// every binary is there. Otherwise it builds them, once per test process, into a new directory under os.TempDir; Main removes that
+// BuildBinaries returns a directory holding every binary of Binaries and
+// Tools. If POC_TEST_BIN_DIR is set it returns that directory, after
+// checking that every binary is there. Otherwise it builds them, once per
+// test process, into a new directory under os.TempDir; Main removes that
 // directory when the tests finish (without Main it stays behind). A failed
 // build fails the test with go build's output.
 func BuildBinaries(t testing.TB) string {
 	t.Helper()
 	if dir := os.Getenv(BinDirEnv); dir != "" {
-		for _, pkg := range Binaries {
+		for _, pkg := range commands {
 			bin := filepath.Join(dir, filepath.Base(pkg))
 			if info, err := os.Stat(bin); err != nil || info.Mode()&0o111 == 0 {
 				t.Fatalf("testenv: %s=%s lacks the executable %s (built from %s); rebuild the test binaries or unset %s", BinDirEnv, dir, filepath.Base(pkg), pkg, BinDirEnv)
@@ -55,7 +62,7 @@ func BuildBinaries(t testing.TB) string {
 		return dir
 	}
 	root := RepoRoot(t)
-	built.once.Do(func() { built.dir, built.err = build(root, Binaries) })
+	built.once.Do(func() { built.dir, built.err = build(root, commands) })
 	if built.err != nil {
 		t.Fatalf("testenv: build test binaries: %v", built.err)
 	}
