@@ -243,7 +243,7 @@ func TestBuild(t *testing.T) {
 
 func TestBuildBinariesUsesPrebuiltDir(t *testing.T) {
 	dir := t.TempDir()
-	for _, pkg := range Binaries {
+	for _, pkg := range commands {
 		if err := os.WriteFile(filepath.Join(dir, filepath.Base(pkg)), []byte("#!/bin/sh\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}
