@@ -151,10 +151,6 @@ func (b *Broker) newService() (storage.Service, string, error) {
 	if svc, ok := ctx.Value(storageServiceKey).(storage.Service); ok {
 		return svc, "fake", nil
 	}
-	if u, ok := ctx.Value(serviceURLKey).(azqueue.ServiceURL); ok {
-		raw := u.URL()
-		return storage.FromServiceURL(u), raw.Redacted(), nil
-	}
 	creds, err := b.credentials()
 	if err != nil {
 		return nil, "", err

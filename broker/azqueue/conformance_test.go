@@ -1689,15 +1689,6 @@ func testCredentialsComeFromOptionsThenEnvironment(t *testing.T, e *env) {
 	endpoint := e.azurite.Endpoint()
 	closed := fmt.Sprintf("DefaultEndpointsProtocol=http;AccountName=%s;AccountKey=%s;QueueEndpoint=http://127.0.0.1:%d/%s;",
 		testenv.DevAccountName, testenv.DevAccountKey, testenv.FreePort(t), testenv.DevAccountName)
-	key, err := sdk.NewSharedKeyCredential(testenv.DevAccountName, testenv.DevAccountKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := url.Parse(endpoint)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serviceURL := sdk.NewServiceURL(*u, storage.NewPipeline(storage.PipelineConfig{Credential: key}))
 	dev, addr := testenv.DevAccountName, broker.Addrs(endpoint)
 	sas := accountSAS(t, sdk.AccountSASPermissions{Read: true, Write: true, Delete: true, List: true, Add: true, Create: true, Update: true, Process: true})
 
@@ -1714,7 +1705,6 @@ func testCredentialsComeFromOptionsThenEnvironment(t *testing.T, e *env) {
 		{"SASToken, endpoint from broker.Addrs", nil, []broker.Option{SASToken(dev, "?"+sas), addr}},
 		{"an option wins over the environment", map[string]string{EnvConnectionString: closed}, []broker.Option{ConnectionString(e.azurite.ConnectionString())}},
 		{"the last credential option wins", nil, []broker.Option{SharedKey(dev, wrongKey), ConnectionString(e.azurite.ConnectionString())}},
-		{"ServiceURL wins over the other options", nil, []broker.Option{ConnectionString(closed), ServiceURL(serviceURL)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

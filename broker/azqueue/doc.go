@@ -11,8 +11,7 @@
 //
 // Credentials, first match wins:
 //
-//  1. options: ServiceURL (a ready SDK service URL and pipeline: full
-//     control), else the last of ConnectionString, SharedKey and SASToken;
+//  1. options: the last of ConnectionString, SharedKey and SASToken;
 //  2. AZURE_STORAGE_CONNECTION_STRING;
 //  3. AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY, or with
 //     AZURE_STORAGE_SAS_TOKEN (the Azure CLI's names).
@@ -242,8 +241,7 @@
 // The SDK's retry policy turns a caller's deadline into per-try timeouts cut
 // to whole seconds, so that less than a second left failed every try
 // without sending it; the broker's pipeline hides the deadline from that
-// policy and enforces it itself. A pipeline given through ServiceURL is used
-// as it is, without this correction.
+// policy and enforces it itself.
 //
 // # Failures, throttling and lost answers
 //

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/Azure/azure-storage-queue-go/azqueue"
 	"github.com/micro/go-micro/v2/broker"
 	"github.com/micro/go-micro/v2/client"
 	"github.com/micro/go-micro/v2/server"
@@ -20,7 +19,6 @@ import (
 
 const (
 	credentialsKey optionKey = "credentials"
-	serviceURLKey  optionKey = "ServiceURL"
 	httpClientKey  optionKey = "HTTPClient"
 	onPoisonKey    optionKey = "OnPoison"
 )
@@ -54,14 +52,8 @@ func SASToken(account, sas string) broker.Option {
 	}))
 }
 
-// ServiceURL gives full control: requests go to u with u's pipeline
-// (credentials, retries, HTTP client, logging). Endpoint and credential
-// options are ignored.
-func ServiceURL(u azqueue.ServiceURL) broker.Option {
-	return brokerValue(serviceURLKey, u)
-}
-
-// HTTPClient sets the HTTP client requests are sent with.
+// HTTPClient sets the HTTP client requests are sent with: its transport
+// is where a proxy, TLS settings or request logging go.
 func HTTPClient(c *http.Client) broker.Option {
 	return brokerValue(httpClientKey, c)
 }

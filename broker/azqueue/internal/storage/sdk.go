@@ -125,13 +125,7 @@ func httpSender(client *http.Client) pipeline.Factory {
 // NewService returns a Service for the queue service at serviceURL, sending
 // requests through p. A SAS token, if any, is part of serviceURL's query.
 func NewService(serviceURL url.URL, p pipeline.Pipeline) Service {
-	return FromServiceURL(azqueue.NewServiceURL(serviceURL, p))
-}
-
-// FromServiceURL wraps a ready SDK service URL, for callers who build their
-// own pipeline.
-func FromServiceURL(u azqueue.ServiceURL) Service {
-	return sdkService{url: u}
+	return sdkService{url: azqueue.NewServiceURL(serviceURL, p)}
 }
 
 type sdkService struct {
