@@ -42,8 +42,31 @@ func serveSubscriber(e *env, b *Broker, topic string, fn func(context.Context, *
 // fastSubscriberPolls is fastPolls for go-micro subscribers.
 var fastSubscriberPolls = SubscriberPollInterval(10*time.Millisecond, 100*time.Millisecond)
 
+// protoHi is example.Message{Say: "hi"} in proto.
+var protoHi = []byte("\n\x02hi")
+
+// publishRaw publishes body with Content-Type contentType to topic.
+func publishRaw(t *testing.T, b *Broker, topic, contentType string, body []byte) {
+	t.Helper()
+	if err := b.Publish(topic, &broker.Message{Header: map[string]string{headerContentType: contentType}, Body: body}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// poisonedAtFirstDelivery waits for queue's one message to be in its poison
+// queue after one delivery, with reason in the record, and the queue
+// empty; it returns b's stats once they count the move.
+func poisonedAtFirstDelivery(t *testing.T, e *env, b *Broker, queue, reason string) Stats {
+	t.Helper()
+	rec := e.poisonRecords(queue, 1)[0]
+	if rec.DequeueCount != 1 || !strings.Contains(rec.Reason, reason) {
+		t.Errorf("poison record after %d deliveries, reason %q; want 1 delivery and a reason with %q", rec.DequeueCount, rec.Reason, reason)
+	}
+	eventually(t, waitLong, func() string { return queue + " not empty after poisoning" }, func() bool { return e.messages(queue) == 0 })
+	return waitStats(t, b, "poisoned=1", func(s Stats) bool { return s.Poisoned == 1 })
+}
+
 func testUndecodableMessageIsPoisonedAtFirstDelivery(t *testing.T, e *env) {
-	valid := []byte("\n\x02hi") // example.Message{Say: "hi"} in proto
 	tests := []struct {
 		name        string
 		contentType string
@@ -51,8 +74,8 @@ func testUndecodableMessageIsPoisonedAtFirstDelivery(t *testing.T, e *env) {
 		reason      string
 	}{
 		{"random bytes labelled proto", "application/grpc+proto", []byte("\xff\xff\xff\xff"), "go-micro could not decode the message as application/grpc+proto"},
-		{"a proto body labelled JSON", "application/json", valid, "go-micro could not decode the message as application/json"},
-		{"an unsupported Content-Type", "text/x-unknown", valid, "Unsupported Content-Type: text/x-unknown"},
+		{"a proto body labelled JSON", "application/json", protoHi, "go-micro could not decode the message as application/json"},
+		{"an unsupported Content-Type", "text/x-unknown", protoHi, "Unsupported Content-Type: text/x-unknown"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -65,15 +88,8 @@ func testUndecodableMessageIsPoisonedAtFirstDelivery(t *testing.T, e *env) {
 				handled.Add(1)
 				return nil
 			}, SubscriberMaxDequeueCount(5), fastSubscriberPolls)
-			if err := b.Publish(topic, &broker.Message{Header: map[string]string{headerContentType: tt.contentType}, Body: tt.body}); err != nil {
-				t.Fatal(err)
-			}
-			rec := e.poisonRecords(queue, 1)[0]
-			if rec.DequeueCount != 1 || !strings.Contains(rec.Reason, tt.reason) {
-				t.Errorf("poison record after %d deliveries, reason %q; want 1 delivery and a reason with %q", rec.DequeueCount, rec.Reason, tt.reason)
-			}
-			eventually(t, waitLong, func() string { return queue + " not empty after poisoning" }, func() bool { return e.messages(queue) == 0 })
-			if s := waitStats(t, b, "poisoned=1", func(s Stats) bool { return s.Poisoned == 1 }); s.Retried != 0 || handled.Load() != 0 {
+			publishRaw(t, b, topic, tt.contentType, tt.body)
+			if s := poisonedAtFirstDelivery(t, e, b, queue, tt.reason); s.Retried != 0 || handled.Load() != 0 {
 				t.Errorf("stats %s, handler ran %d times: want no retry and no handler", s, handled.Load())
 			}
 		})
@@ -102,15 +118,8 @@ func testPermanentErrorIsPoisonedAtFirstDelivery(t *testing.T, e *env) {
 			queue := queueName(t, topic, DefaultGroup)
 			b := e.connected()
 			tt.subscribe(e, b, topic)
-			if err := b.Publish(topic, &broker.Message{Header: map[string]string{headerContentType: "application/grpc+proto"}, Body: []byte("\n\x02hi")}); err != nil {
-				t.Fatal(err)
-			}
-			rec := e.poisonRecords(queue, 1)[0]
-			if rec.DequeueCount != 1 || !strings.Contains(rec.Reason, "permanent error: "+failure.Error()) {
-				t.Errorf("poison record after %d deliveries, reason %q; want 1 delivery and the handler's permanent error", rec.DequeueCount, rec.Reason)
-			}
-			eventually(t, waitLong, func() string { return queue + " not empty after poisoning" }, func() bool { return e.messages(queue) == 0 })
-			if s := waitStats(t, b, "poisoned=1", func(s Stats) bool { return s.Poisoned == 1 }); s.Retried != 0 {
+			publishRaw(t, b, topic, "application/grpc+proto", protoHi)
+			if s := poisonedAtFirstDelivery(t, e, b, queue, "permanent error: "+failure.Error()); s.Retried != 0 {
 				t.Errorf("stats %s: want no retry", s)
 			}
 		})
@@ -126,9 +135,7 @@ func testGoMicroHandlerErrorsKeepTheirRetries(t *testing.T, e *env) {
 		calls.Add(1)
 		return errors.New("database down")
 	}, SubscriberMaxDequeueCount(2), SubscriberRetryDelay(0, 0), fastSubscriberPolls)
-	if err := b.Publish(topic, &broker.Message{Header: map[string]string{headerContentType: "application/grpc+proto"}, Body: []byte("\n\x02hi")}); err != nil {
-		t.Fatal(err)
-	}
+	publishRaw(t, b, topic, "application/grpc+proto", protoHi)
 	rec := e.poisonRecords(queue, 1)[0]
 	if rec.DequeueCount != 3 || !strings.Contains(rec.Reason, "database down") || !strings.Contains(rec.Reason, "MaxDequeueCount 2") {
 		t.Errorf("poison record after %d deliveries, reason %q; want 3 (MaxDequeueCount 2, then poisoned) with the handler's error", rec.DequeueCount, rec.Reason)

@@ -3,6 +3,7 @@ package azqueue
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -120,27 +121,26 @@ func (d *queueDirectory) ensureQueue(ctx context.Context, topic, group string, m
 // subscriber's group receives a copy of every message published to the
 // topic from now on, whether or not its subscribers run, until the group
 // is retired (RetireGroup). A queue created unclaimed by a publisher is
-// claimed in place.
-func (d *queueDirectory) claim(ctx context.Context, topic, group string) (string, error) {
+// claimed in place. It returns the queue's name and the topic's other
+// queues that are still unclaimed, for the subscription to drain.
+func (d *queueDirectory) claim(ctx context.Context, topic, group string) (name string, unclaimed []groupQueue, err error) {
 	claimed := claimedMetadata(topic, group)
-	name, err := d.ensureQueue(ctx, topic, group, claimed)
-	if err != nil {
-		return "", err
+	if name, err = d.ensureQueue(ctx, topic, group, claimed); err != nil {
+		return "", nil, err
 	}
 	// Create leaves an existing queue's metadata as it was.
-	infos, err := d.svc.ListQueues(ctx, name)
+	_, unclaimed, err = d.list(ctx, topic)
 	if err != nil {
-		return "", fmt.Errorf("claim queue %q: %w", name, err)
+		return "", nil, fmt.Errorf("claim queue %q: %w", name, err)
 	}
-	for _, q := range infos {
-		if _, ok := metadataValue(q.Metadata, metaClaimed); q.Name == name && !ok {
-			if err := d.svc.Queue(name).SetMetadata(ctx, claimed); err != nil {
-				return "", fmt.Errorf("claim queue %q: %w", name, err)
-			}
+	if i := slices.IndexFunc(unclaimed, func(q groupQueue) bool { return q.name == name }); i >= 0 {
+		if err := d.svc.Queue(name).SetMetadata(ctx, claimed); err != nil {
+			return "", nil, fmt.Errorf("claim queue %q: %w", name, err)
 		}
+		unclaimed = slices.Delete(unclaimed, i, i+1)
 	}
 	d.invalidate(topic)
-	return name, nil
+	return name, unclaimed, nil
 }
 
 // invalidate makes the next queuesFor list the topic's queues again.

@@ -16,8 +16,9 @@ import (
 
 // Subscribe starts consuming topic's queue for the subscription's group
 // (broker.Queue / server.SubscriberQueue; DefaultGroup without one),
-// creating the queue if needed. Subscribers of one group share its messages;
-// each group receives every message published to the topic.
+// creating and claiming the queue if needed, and drains into the claimed
+// queues any unclaimed queue of the topic. Subscribers of one group share
+// its messages; each group receives every message published to the topic.
 func (b *Broker) Subscribe(topic string, h broker.Handler, opts ...broker.SubscribeOption) (broker.Subscriber, error) {
 	svc, directory, cfg, err := b.connected()
 	if err != nil {
@@ -40,11 +41,7 @@ func (b *Broker) Subscribe(topic string, h broker.Handler, opts ...broker.Subscr
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
-	name, err := directory.claim(ctx, topic, group)
-	if err != nil {
-		return nil, fmt.Errorf("azqueue: subscribe to topic %q: %w", topic, err)
-	}
-	_, unclaimed, err := directory.list(ctx, topic)
+	name, unclaimed, err := directory.claim(ctx, topic, group)
 	if err != nil {
 		return nil, fmt.Errorf("azqueue: subscribe to topic %q: %w", topic, err)
 	}
