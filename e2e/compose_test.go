@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -542,16 +541,7 @@ func TestComposeEnvironmentRunsTheDemoOnTheHost(t *testing.T) {
 		server.WaitForOutput(t, fmt.Sprintf("received event %q", event), eventTimeout)
 	}
 	// docker-compose down (or Ctrl-C on up) stops the server with SIGTERM.
-	if err := server.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code, err := server.Wait(stopTimeout); err != nil || code != 0 {
-		t.Fatalf("server after SIGTERM: exit %d, %v\n%s", code, err, server.Output())
-	}
-	if want := fmt.Sprintf("stopped: received %d events", len(events)); !strings.Contains(server.Output(), want) {
-		t.Errorf("server log lacks %q:\n%s", want, server.Output())
-	}
-	assertClean(t, "server", server)
+	stopServer(t, server, len(events))
 }
 
 // sharedSettings are the settings every service of a stack has, which

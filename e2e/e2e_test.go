@@ -31,15 +31,27 @@ type stack struct {
 	azurite *testenv.Azurite
 	bin     string
 	service string // the server's registered name, unique per test
+	// environment is what every binary gets: how to reach and
+	// authenticate to the test's Azurite.
+	environment []string
 }
 
+// newStack starts a stack whose binaries reach its Azurite with the
+// emulator's connection string.
 func newStack(t *testing.T) *stack {
+	t.Helper()
+	s := newStackOn(t, testenv.StartAzurite(t))
+	s.environment = []string{"AZURE_STORAGE_CONNECTION_STRING=" + s.azurite.ConnectionString()}
+	return s
+}
+
+func newStackOn(t *testing.T, azurite *testenv.Azurite) *stack {
 	t.Helper()
 	return &stack{
 		t:       t,
 		bin:     testenv.BuildBinaries(t),
 		etcd:    testenv.StartEtcd(t),
-		azurite: testenv.StartAzurite(t),
+		azurite: azurite,
 		service: "poc.e2e." + strings.ToLower(strings.NewReplacer("/", ".", "_", "-").Replace(t.Name())),
 	}
 }
@@ -47,9 +59,7 @@ func newStack(t *testing.T) *stack {
 // env is what every binary gets: the test's Azurite. The registry comes
 // from flags (see args), which win over any MICRO_* variable the developer
 // has set.
-func (s *stack) env() []string {
-	return []string{"AZURE_STORAGE_CONNECTION_STRING=" + s.azurite.ConnectionString()}
-}
+func (s *stack) env() []string { return s.environment }
 
 // args prefixes a binary's own arguments with the test's registry.
 func (s *stack) args(own ...string) []string {
@@ -75,6 +85,32 @@ func (s *stack) run(name string, own ...string) (*testenv.Process, int) {
 		s.t.Fatalf("%s %v: %v\n%s", name, own, err, p.Output())
 	}
 	return p, code
+}
+
+// waitReceived waits until server has logged the events "<say> #1" to
+// "<say> #n" that client-azqueue-pub --say=<say> publishes.
+func waitReceived(t *testing.T, server *testenv.Process, say string, n int) {
+	t.Helper()
+	for i := 1; i <= n; i++ {
+		server.WaitForOutput(t, fmt.Sprintf("received event %q", fmt.Sprintf("%s #%d", say, i)), eventTimeout)
+	}
+}
+
+// stopServer stops server with SIGTERM, as docker-compose down and
+// Kubernetes do, and checks that it exited 0 after handling exactly
+// events events.
+func stopServer(t *testing.T, server *testenv.Process, events int) {
+	t.Helper()
+	if err := server.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if code, err := server.Wait(stopTimeout); err != nil || code != 0 {
+		t.Fatalf("server after SIGTERM: exit %d, %v\n%s", code, err, server.Output())
+	}
+	if want := fmt.Sprintf("stopped: received %d events", events); !strings.Contains(server.Output(), want) {
+		t.Errorf("server log lacks %q (each event exactly once):\n%s", want, server.Output())
+	}
+	assertClean(t, "server", server)
 }
 
 // registryKeys lists the server's entries under go-micro's etcd prefix.
@@ -167,20 +203,9 @@ func TestPublishedEventsReachTheSubscriber(t *testing.T) {
 		t.Errorf("publisher summary missing:\n%s", p.Stdout())
 	}
 
-	for i := 1; i <= events/2; i++ {
-		server.WaitForOutput(t, fmt.Sprintf("received event %q", fmt.Sprintf("%s #%d", say, i)), eventTimeout)
-		server.WaitForOutput(t, fmt.Sprintf("received event %q", fmt.Sprintf("%s late #%d", say, i)), eventTimeout)
-	}
-	if err := server.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code, err := server.Wait(stopTimeout); err != nil || code != 0 {
-		t.Fatalf("server after SIGTERM: exit %d, %v", code, err)
-	}
-	if want := fmt.Sprintf("stopped: received %d events", events); !strings.Contains(server.Output(), want) {
-		t.Errorf("server log lacks %q (each event exactly once)", want)
-	}
-	assertClean(t, "server", server)
+	waitReceived(t, server, say, events/2)
+	waitReceived(t, server, say+" late", events/2)
+	stopServer(t, server, events)
 }
 
 func TestClientsFailFastWhenTheServerIsDown(t *testing.T) {

@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"context"
-	"fmt"
 	"strings"
-	"syscall"
 	"testing"
 
 	sdk "github.com/Azure/azure-storage-queue-go/azqueue"
@@ -48,22 +46,11 @@ func TestNamedGroupGetsTheEventsPublishedBeforeIt(t *testing.T) {
 	if p, code := s.run("client-azqueue-pub", "--count=5", "--interval=0", "--say="+say+" late"); code != 0 {
 		t.Fatalf("publisher exited %d:\n%s", code, p.Output())
 	}
-	for i := 1; i <= 5; i++ {
-		server.WaitForOutput(t, fmt.Sprintf("received event %q", fmt.Sprintf("%s #%d", say, i)), eventTimeout)
-		server.WaitForOutput(t, fmt.Sprintf("received event %q", fmt.Sprintf("%s late #%d", say, i)), eventTimeout)
-	}
+	waitReceived(t, server, say, 5)
+	waitReceived(t, server, say+" late", 5)
 	testenv.WaitFor(t, eventTimeout, "only billing's queue to be left", func() bool {
 		names := s.queueNames()
 		return len(names) == 1 && strings.Contains(names[0], "billing")
 	})
-	if err := server.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if code, err := server.Wait(stopTimeout); err != nil || code != 0 {
-		t.Fatalf("server after SIGTERM: exit %d, %v", code, err)
-	}
-	if want := "stopped: received 10 events"; !strings.Contains(server.Output(), want) {
-		t.Errorf("server log lacks %q (each event exactly once)", want)
-	}
-	assertClean(t, "server", server)
+	stopServer(t, server, 10)
 }

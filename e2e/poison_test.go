@@ -53,9 +53,7 @@ func TestPoisonedEventsGoBackWithRequeuePoison(t *testing.T) {
 		t.Errorf("requeue-poison printed %q, want %q and the two queues", p.Stdout(), want)
 	}
 	assertClean(t, "requeue-poison", p)
-	for i := 1; i <= events; i++ {
-		fixed.WaitForOutput(t, fmt.Sprintf("received event %q", fmt.Sprintf("%s #%d", say, i)), eventTimeout)
-	}
+	waitReceived(t, fixed, say, events)
 	stop(fixed)
 	if want := fmt.Sprintf("stopped: received %d events", events); !strings.Contains(fixed.Output(), want) {
 		t.Errorf("the fixed server's log lacks %q (each requeued event exactly once)", want)

@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -88,6 +90,50 @@ type secretRun struct {
 	want string
 	// ok: the run is expected to succeed (--help).
 	ok bool
+	// setup, if set, runs just before the binary: it puts the identity
+	// endpoint into the state the run is about.
+	setup func()
+}
+
+// dumpGoroutines makes server print every goroutine's stack and exit
+// (SIGABRT, with GOTRACEBACK=all in its environment), so that the test
+// can look for secrets in the dump.
+func dumpGoroutines(t *testing.T, server *testenv.Process) {
+	t.Helper()
+	if err := server.Signal(syscall.SIGABRT); err != nil {
+		t.Fatal(err)
+	}
+	code, err := server.Wait(stopTimeout)
+	if err != nil || code == 0 {
+		t.Fatalf("server after SIGABRT: exit %d, %v", code, err)
+	}
+	if !strings.Contains(server.Output(), "SIGABRT") || !strings.Contains(server.Output(), "goroutine ") {
+		t.Errorf("no goroutine dump after SIGABRT:\n%s", tailOf(server.Output(), 10))
+	}
+}
+
+// runForSecrets runs r in a subtest and checks that it took its path and
+// that its output shows none of secrets(), asked for once the run is over
+// (an identity endpoint's tokens are known only then).
+func (s *stack) runForSecrets(t *testing.T, r secretRun, secrets func() []string) {
+	t.Run(r.name, func(t *testing.T) {
+		if r.setup != nil {
+			r.setup()
+		}
+		p := testenv.StartProcess(t, r.binary, s.bin+"/"+r.binary, s.args(r.args...), r.env)
+		code, err := p.Wait(clientTimeout)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", r.name, err, tailOf(p.Output(), 10))
+		}
+		if r.ok != (code == 0) {
+			t.Errorf("%s: exit %d\n%s", r.name, code, tailOf(p.Output(), 10))
+		}
+		if r.want != "" && !strings.Contains(p.Output(), r.want) {
+			t.Errorf("%s: the output does not say %q, so the run did not take its error path:\n%s", r.name, r.want, tailOf(p.Output(), 10))
+		}
+		checkNoLeak(t, r.name, p.Output(), secrets()...)
+		assertClean(t, r.name, p)
+	})
 }
 
 // TestSecretsAreNeverPrinted is scenario 9. The server and
@@ -155,21 +201,7 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 		{name: "server, bad protocol", binary: "server", env: withString(fmt.Sprintf("DefaultEndpointsProtocol=ftp;AccountName=acct1;AccountKey=%s", secretKey)), args: serverArgs, want: "DefaultEndpointsProtocol must be http or https"},
 	}
 	for _, r := range runs {
-		t.Run(r.name, func(t *testing.T) {
-			p := testenv.StartProcess(t, r.binary, s.bin+"/"+r.binary, s.args(r.args...), r.env)
-			code, err := p.Wait(clientTimeout)
-			if err != nil {
-				t.Fatalf("%s: %v\n%s", r.name, err, tailOf(p.Output(), 10))
-			}
-			if r.ok != (code == 0) {
-				t.Errorf("%s: exit %d\n%s", r.name, code, tailOf(p.Output(), 10))
-			}
-			if r.want != "" && !strings.Contains(p.Output(), r.want) {
-				t.Errorf("%s: the output does not say %q, so the run did not take its error path:\n%s", r.name, r.want, tailOf(p.Output(), 10))
-			}
-			checkNoLeak(t, r.name, p.Output(), secretKey, secretSig)
-			assertClean(t, r.name, p)
-		})
+		s.runForSecrets(t, r, func() []string { return []string{secretKey, secretSig} })
 	}
 
 	// With a SAS that works: an oversize publish, a running server through
@@ -202,25 +234,110 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 		if !strings.Contains(server.Output()[logBefore:], "connection refused") {
 			t.Errorf("the server did not log the outage's transport error:\n%s", tailOf(server.Output(), 10))
 		}
-		if err := server.Signal(syscall.SIGABRT); err != nil {
-			t.Fatal(err)
-		}
-		code, err := server.Wait(stopTimeout)
-		if err != nil || code == 0 {
-			t.Fatalf("server after SIGABRT: exit %d, %v", code, err)
-		}
-		if !strings.Contains(server.Output(), "SIGABRT") || !strings.Contains(server.Output(), "goroutine ") {
-			t.Errorf("no goroutine dump after SIGABRT:\n%s", tailOf(server.Output(), 10))
-		}
+		dumpGoroutines(t, server)
 		checkNoLeak(t, "server", server.Output(), sig, secretKey, secretSig)
 		checkNoLeak(t, "publisher", pub.Output(), sig, secretKey, secretSig)
 	})
+	entraRuns := s.entraIDSecretRuns(t)
+
 	if !t.Failed() {
 		record(t, outcome{
 			scenario: 9, title: "secrets: distinctive key and SAS in the environment, every error path",
 			published: notApplicable, handled: notApplicable, duplicates: notApplicable, poisoned: notApplicable, lost: notApplicable,
-			notes: fmt.Sprintf("%d runs of the server, client-azqueue-pub and requeue-poison: --help (also with a SAS URL in MICRO_BROKER_ADDRESS), unreachable endpoints, refused keys and SASs, malformed connection strings and endpoints with the secrets inside; then, with a valid SAS, an oversize publish, a queue-service outage under a running server and a SIGABRT goroutine dump. Neither secret appeared in any output, whole, URL-escaped or in any 16-character piece",
-				len(runs)+2),
+			notes: fmt.Sprintf("%d runs of the server, client-azqueue-pub and requeue-poison: --help (also with a SAS URL in MICRO_BROKER_ADDRESS), unreachable endpoints, refused keys and SASs, malformed connection strings and endpoints with the secrets inside; then, with a valid SAS, an oversize publish, a queue-service outage under a running server and a SIGABRT goroutine dump. "+
+				"Then %d runs with Microsoft Entra ID: a client secret, a federated token and a managed identity's IDENTITY_HEADER in the environment, --help, unreachable token endpoints, a failing identity endpoint, a token Azurite refuses, and a server consuming through token renewals, an identity-endpoint outage and a SIGABRT goroutine dump. "+
+				"No key, SAS signature, client secret, federated token, IDENTITY_HEADER or issued token appeared in any output, whole, URL-escaped or in any 16-character piece",
+				len(runs)+2, entraRuns),
 		})
 	}
+}
+
+// Distinctive Entra ID secrets: a client secret in Entra's format, and a
+// federated token (the JWT Kubernetes projects into a workload identity's
+// pod), both never accepted anywhere.
+var (
+	secretClientSecret = "DISTINCTIVE~ClientSecret~6f1e2d3c4b5a~poc~never~print"
+	secretFederated    = "eyJhbGciOiJSUzI1NiIsImtpZCI6IkRJU1RJTkNUSVZFIn0." +
+		base64.RawURLEncoding.EncodeToString([]byte(`{"aud":"api://AzureADTokenExchange","iss":"https://oidc.example.invalid/DISTINCTIVE-FEDERATED","sub":"system:serviceaccount:poc:server"}`)) +
+		".DISTINCTIVEFederatedSignature6f1e2d3c4b5aNeverPrint"
+)
+
+// entraIDSecretRuns drives the server, client-azqueue-pub and
+// requeue-poison down the Entra ID paths with a client secret, a federated
+// token and a managed identity in their environment, and a server through
+// renewals, an identity-endpoint outage and a goroutine dump; it returns
+// how many runs it made.
+//
+// No request leaves the machine: azidentity's service-principal
+// credentials ask login.microsoftonline.com for instance metadata whatever
+// the authority host, so every run sends its HTTPS requests to other hosts
+// through a proxy on a closed loopback port, and the authority host is a
+// closed loopback port too.
+func (s *stack) entraIDSecretRuns(t *testing.T) int {
+	const lifetime = 6 * time.Second
+	oauth := testenv.StartAzuriteWithOAuth(t)
+	identity := testenv.StartIdentityEndpoint(t, lifetime)
+	federatedFile := filepath.Join(t.TempDir(), "azure-identity-token")
+	if err := os.WriteFile(federatedFile, []byte(secretFederated), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	secrets := func() []string {
+		return append([]string{secretClientSecret, secretFederated, identity.Header()}, identity.Issued()...)
+	}
+	closed := func() string { return fmt.Sprintf("https://127.0.0.1:%d/", testenv.FreePort(t)) }
+	base := []string{
+		"AZURE_STORAGE_ACCOUNT=" + testenv.DevAccountName,
+		"MICRO_BROKER_ADDRESS=" + oauth.Endpoint(),
+		"SSL_CERT_FILE=" + oauth.CertFile(),
+		"HTTPS_PROXY=" + strings.Replace(closed(), "https", "http", 1), "NO_PROXY=127.0.0.1",
+		"AZURE_AUTHORITY_HOST=" + closed(),
+		"AZURE_TENANT_ID=72f988bf-86f1-41af-91ab-2d7cd011db47", "AZURE_CLIENT_ID=0b1c2d3e-4f50-6172-8394-a5b6c7d8e9f0",
+	}
+	with := func(extra ...string) []string { return append(append([]string{}, base...), extra...) }
+	clientSecret := with("AZURE_CLIENT_SECRET="+secretClientSecret, "AZURE_TOKEN_CREDENTIALS=EnvironmentCredential")
+	workload := with("AZURE_FEDERATED_TOKEN_FILE="+federatedFile, "AZURE_TOKEN_CREDENTIALS=WorkloadIdentityCredential")
+	// Managed identity: App Service's variables; AZURE_CLIENT_ID would ask
+	// for a user-assigned identity, which the stand-in does not tell apart.
+	managed := append(with("AZURE_TOKEN_CREDENTIALS=ManagedIdentityCredential", "AZURE_CLIENT_SECRET="+secretClientSecret, "AZURE_FEDERATED_TOKEN_FILE="+federatedFile), identity.Env()...)
+	short := []string{"--timeout=5s"}
+	serverArgs := []string{"--server_name=" + s.service, "--server_address=127.0.0.1:0"}
+	refusing := func() { identity.SetAudience("https://vault.azure.net") }
+	healthy := func() { identity.SetAudience(testenv.StorageAudience); identity.FailFor(0) }
+
+	runs := []secretRun{
+		{name: "server --help, every Entra ID secret in the environment", binary: "server", env: managed, args: []string{"--help"}, ok: true},
+		{name: "publisher --help, every Entra ID secret in the environment", binary: "client-azqueue-pub", env: managed, args: []string{"--help"}, ok: true},
+		{name: "requeue-poison --help, every Entra ID secret in the environment", binary: "requeue-poison", env: managed, args: []string{"--help"}, ok: true},
+		{name: "server, client secret, token endpoint unreachable", binary: "server", env: clientSecret, args: serverArgs, want: "get an Entra ID token: the identity endpoint failed"},
+		{name: "publisher, client secret, token endpoint unreachable", binary: "client-azqueue-pub", env: clientSecret, args: append([]string{"--count=1"}, short...), want: "get an Entra ID token: the identity endpoint failed"},
+		{name: "server, federated token, token endpoint unreachable", binary: "server", env: workload, args: serverArgs, want: "get an Entra ID token: the identity endpoint failed"},
+		{name: "requeue-poison, federated token, token endpoint unreachable", binary: "requeue-poison", env: workload, args: short, want: "get an Entra ID token: the identity endpoint failed"},
+		{name: "server, managed identity endpoint failing", binary: "server", env: managed, args: serverArgs, want: "the identity endpoint failed (HTTP 500)", setup: func() { identity.FailFor(time.Minute) }},
+		{name: "server, token refused", binary: "server", env: managed, args: serverArgs, want: "the service refused the Entra ID token", setup: func() { identity.FailFor(0); refusing() }},
+		{name: "publisher, token refused", binary: "client-azqueue-pub", env: managed, args: append([]string{"--count=1"}, short...), want: "the service refused the Entra ID token", setup: refusing},
+	}
+	for _, r := range runs {
+		s.runForSecrets(t, r, secrets)
+	}
+
+	t.Run("server with a managed identity, through renewals, an identity outage and a goroutine dump", func(t *testing.T) {
+		healthy()
+		server := testenv.StartProcess(t, "server", s.bin+"/server", s.args(serverArgs...), append(managed, "GOTRACEBACK=all", "AZQUEUE_POLL_MAX=200ms"))
+		server.WaitForOutput(t, "Subscribing to topic", startTimeout)
+		pub := testenv.StartProcess(t, "client-azqueue-pub", s.bin+"/client-azqueue-pub", s.args("--count=3", "--interval=0", "--say=with a token"), managed)
+		if code, err := pub.Wait(clientTimeout); err != nil || code != 0 {
+			t.Fatalf("publish with a managed identity: exit %d, %v\n%s", code, err, pub.Output())
+		}
+		server.WaitForOutput(t, `received event "with a token #3"`, 30*time.Second)
+		identity.FailFor(2 * lifetime)
+		server.WaitForOutput(t, "azqueue: renew the Entra ID token", 30*time.Second)
+		server.WaitForOutput(t, "Entra ID token renewed after", 60*time.Second)
+		dumpGoroutines(t, server)
+		if n := len(identity.Issued()); n < 4 {
+			t.Errorf("%d tokens issued, want renewals before and after the outage (at least 4)", n)
+		}
+		checkNoLeak(t, "server", server.Output(), secrets()...)
+		checkNoLeak(t, "publisher", pub.Output(), secrets()...)
+	})
+	return len(runs) + 1
 }

@@ -31,14 +31,16 @@ const storageServiceKey optionKey = "storage service"
 // Broker is a go-micro broker over Azure Storage Queues. NewBroker returns
 // one as a broker.Broker; type-assert to *Broker to reach Stats.
 type Broker struct {
-	connMu    sync.Mutex // serialises Connect and Disconnect
-	mu        sync.RWMutex
-	opts      broker.Options
-	svc       storage.Service // nil while disconnected
-	endpoint  string          // redacted, for Address and messages
-	cfg       brokerConfig
-	directory *queueDirectory
-	subs      map[*subscription]struct{}
+	connMu   sync.Mutex // serialises Connect and Disconnect
+	mu       sync.RWMutex
+	opts     broker.Options
+	svc      storage.Service // nil while disconnected
+	endpoint string          // redacted, for Address and messages
+	// stopRenewal stops renewing the connection's Entra ID token.
+	stopRenewal func()
+	cfg         brokerConfig
+	directory   *queueDirectory
+	subs        map[*subscription]struct{}
 	// disconnecting is set while Disconnect unsubscribes the subscriptions
 	// it found, so that none joins them unseen and keeps polling.
 	disconnecting bool
@@ -115,17 +117,21 @@ func (b *Broker) Connect() error {
 	if err != nil {
 		return err
 	}
-	raw, endpoint, err := b.newService()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.connectTimeout)
+	defer cancel()
+	conn, err := b.newService(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	svc := withRetries(raw, &retrier{stats: &b.stats, throttle: &throttleWatch{stats: &b.stats}})
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.connectTimeout)
-	defer cancel()
+	svc := withRetries(conn.svc, &retrier{stats: &b.stats, throttle: &throttleWatch{stats: &b.stats}})
 	if err := svc.Ping(ctx); err != nil {
-		return describeConnectError(endpoint, err)
+		conn.stopRenewal()
+		if conn.token && storage.IsAuth(err) {
+			return describeTokenRefusal(conn.endpoint, err)
+		}
+		return describeConnectError(conn.endpoint, err)
 	}
-	b.svc, b.endpoint, b.cfg = svc, endpoint, cfg
+	b.svc, b.endpoint, b.cfg, b.stopRenewal = svc, conn.endpoint, cfg, conn.stopRenewal
 	b.directory = newQueueDirectory(svc, cfg.cacheTTL)
 	return nil
 }
@@ -144,26 +150,52 @@ func describeConnectError(endpoint string, err error) error {
 	}
 }
 
-// newService builds the storage client from the options and environment.
+// connection is what newService builds.
+type connection struct {
+	svc      storage.Service
+	endpoint string // redacted, for messages
+	// token: requests carry Entra ID tokens, which stopRenewal stops
+	// renewing (it does nothing for the other credentials).
+	token       bool
+	stopRenewal func()
+}
+
+// newService builds the storage client from the options and environment;
+// with an Entra ID credential it fetches the first token within ctx.
 // Called with b.mu held.
-func (b *Broker) newService() (storage.Service, string, error) {
-	ctx := b.opts.Context
-	if svc, ok := ctx.Value(storageServiceKey).(storage.Service); ok {
-		return svc, "fake", nil
+func (b *Broker) newService(ctx context.Context, cfg brokerConfig) (connection, error) {
+	conn := connection{endpoint: "fake", stopRenewal: func() {}}
+	if svc, ok := b.opts.Context.Value(storageServiceKey).(storage.Service); ok {
+		conn.svc = svc
+		return conn, nil
 	}
 	creds, err := b.credentials()
 	if err != nil {
-		return nil, "", err
+		return connection{}, err
 	}
 	endpoint := *creds.Endpoint
-	credential := azqueue.NewAnonymousCredential()
-	if creds.AccountKey != "" {
+	conn.endpoint = creds.Endpoint.Redacted()
+	var credential azqueue.Credential
+	switch {
+	case creds.AccountKey != "":
 		key, err := azqueue.NewSharedKeyCredential(creds.AccountName, creds.AccountKey)
 		if err != nil {
-			return nil, "", fmt.Errorf("azqueue: account key for %q is not valid base64", creds.AccountName)
+			return connection{}, fmt.Errorf("azqueue: account key for %q is not valid base64", creds.AccountName)
 		}
 		credential = key
-	} else {
+	case creds.Token != nil:
+		if endpoint.Scheme != "https" {
+			return connection{}, fmt.Errorf("azqueue: connect to %s: Entra ID tokens are sent over HTTPS only: give an https queue endpoint", conn.endpoint)
+		}
+		renewer := newTokenRenewer(creds.Token, cfg.connectTimeout)
+		token, err := renewer.start(ctx)
+		if err != nil {
+			renewer.stop()
+			return connection{}, describeTokenFetchError(conn.endpoint, err)
+		}
+		credential, conn.token, conn.stopRenewal = token, true, renewer.stop
+	default:
+		credential = azqueue.NewAnonymousCredential()
 		endpoint.RawQuery = creds.SAS
 	}
 	p := storage.NewPipeline(storage.PipelineConfig{
@@ -172,7 +204,8 @@ func (b *Broker) newService() (storage.Service, string, error) {
 		HTTPClient: b.httpClient(),
 		Policies:   []pipeline.Factory{requestCounter(&b.stats.requests)},
 	})
-	return storage.NewService(endpoint, p), creds.Endpoint.Redacted(), nil
+	conn.svc = storage.NewService(endpoint, p)
+	return conn, nil
 }
 
 // retryOptions make the SDK send each request once, bounded by TryTimeout:
@@ -239,7 +272,8 @@ func (b *Broker) Disconnect() error {
 
 	b.mu.Lock()
 	endpoint := b.endpoint
-	b.svc, b.directory, b.disconnecting = nil, nil, false
+	b.stopRenewal()
+	b.svc, b.directory, b.disconnecting, b.stopRenewal = nil, nil, false, nil
 	b.mu.Unlock()
 	logger.Infof("azqueue: disconnected from %s: %s", endpoint, b.stats.snapshot())
 	return errors.Join(errs...)

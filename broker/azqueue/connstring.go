@@ -2,9 +2,12 @@ package azqueue
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 )
 
 // Well-known settings of the local storage emulator (Azurite), which
@@ -19,8 +22,8 @@ const (
 const defaultEndpointSuffix = "core.windows.net"
 
 // Credentials say where a queue service is and how to sign requests to it.
-// Exactly one of AccountKey and SAS is set. Its String method never shows
-// the secrets.
+// Exactly one of AccountKey, SAS and Token is set. Its String method never
+// shows the secrets.
 type Credentials struct {
 	// Endpoint is the queue service URL, without a SAS query.
 	Endpoint *url.URL
@@ -30,6 +33,8 @@ type Credentials struct {
 	AccountKey string
 	// SAS is a shared access signature query string, without the leading '?'.
 	SAS string
+	// Token gets Microsoft Entra ID tokens for StorageScope.
+	Token azcore.TokenCredential
 }
 
 // String describes the credentials without their secrets.
@@ -40,6 +45,8 @@ func (c Credentials) String() string {
 		kind = "shared key"
 	case c.SAS != "":
 		kind = "SAS"
+	case c.Token != nil:
+		kind = "Entra ID token"
 	}
 	endpoint := "<none>"
 	if c.Endpoint != nil {
@@ -127,30 +134,53 @@ func buildCredentials(source string, parts map[string]string) (Credentials, erro
 		c.Endpoint = endpoint
 		return c, nil
 	}
-	if c.AccountName == "" {
-		return fail("AccountName or QueueEndpoint is required")
+	endpoint, err := accountEndpoint(c.AccountName, parts[csProtocol], parts[csEndpointSuffix])
+	if err != nil {
+		return fail("%v", err)
 	}
-	if !validAccountName(c.AccountName) {
-		return fail("AccountName must be 3-24 lowercase letters and digits")
+	c.Endpoint = endpoint
+	return c, nil
+}
+
+// tokenCredentials authenticates as account with Entra ID tokens from
+// source, at the account's queue endpoint in Azure's public cloud.
+func tokenCredentials(origin, account string, source azcore.TokenCredential) (Credentials, error) {
+	if source == nil {
+		return Credentials{}, fmt.Errorf("azqueue: %s: the token credential is nil", origin)
 	}
-	protocol := strings.ToLower(parts[csProtocol])
+	endpoint, err := accountEndpoint(account, "", "")
+	if err != nil {
+		return Credentials{}, fmt.Errorf("azqueue: %s: %w", origin, err)
+	}
+	return Credentials{Endpoint: endpoint, AccountName: account, Token: source}, nil
+}
+
+// accountEndpoint returns an account's queue endpoint from its name, the
+// protocol (https when empty) and the DNS suffix of its cloud (the public
+// cloud's when empty).
+func accountEndpoint(account, protocol, suffix string) (*url.URL, error) {
+	if account == "" {
+		return nil, errors.New("AccountName or QueueEndpoint is required")
+	}
+	if !validAccountName(account) {
+		return nil, errors.New("AccountName must be 3-24 lowercase letters and digits")
+	}
+	protocol = strings.ToLower(protocol)
 	switch protocol {
 	case "":
 		protocol = "https"
 	case "http", "https":
 	default:
-		return fail("DefaultEndpointsProtocol must be http or https")
+		return nil, errors.New("DefaultEndpointsProtocol must be http or https")
 	}
-	suffix := parts[csEndpointSuffix]
 	if suffix == "" {
 		suffix = defaultEndpointSuffix
 	}
-	endpoint, err := parseEndpoint(fmt.Sprintf("%s://%s.queue.%s", protocol, c.AccountName, suffix))
+	endpoint, err := parseEndpoint(fmt.Sprintf("%s://%s.queue.%s", protocol, account, suffix))
 	if err != nil {
-		return fail("EndpointSuffix does not form a valid URL")
+		return nil, errors.New("EndpointSuffix does not form a valid URL")
 	}
-	c.Endpoint = endpoint
-	return c, nil
+	return endpoint, nil
 }
 
 // validAccountName reports whether name is a possible storage account name.

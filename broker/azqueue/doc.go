@@ -11,10 +11,16 @@
 //
 // Credentials, first match wins:
 //
-//  1. options: the last of ConnectionString, SharedKey and SASToken;
+//  1. options: the last of ConnectionString, SharedKey, SASToken and
+//     TokenCredential;
 //  2. AZURE_STORAGE_CONNECTION_STRING;
 //  3. AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY, or with
-//     AZURE_STORAGE_SAS_TOKEN (the Azure CLI's names).
+//     AZURE_STORAGE_SAS_TOKEN (the Azure CLI's names);
+//  4. AZURE_STORAGE_ACCOUNT alone: Microsoft Entra ID, with azidentity's
+//     DefaultAzureCredential, which finds environment credentials
+//     (AZURE_TENANT_ID, AZURE_CLIENT_ID, AZURE_CLIENT_SECRET), workload
+//     identity (AZURE_FEDERATED_TOKEN_FILE), managed identity or the Azure
+//     CLI's login, as every Azure SDK does.
 //
 // Connection strings may hold AccountName, AccountKey,
 // SharedAccessSignature, QueueEndpoint, DefaultEndpointsProtocol,
@@ -23,13 +29,26 @@
 // ignored, and anything else is an error naming the part. broker.Addrs
 // (--broker_address) replaces the queue endpoint.
 //
+// With Entra ID, requests carry a bearer token for StorageScope, over
+// HTTPS only. Connect fetches the first token; the broker renews it halfway
+// through its life (five minutes ahead for tokens of ten minutes or more)
+// and, when the identity endpoint fails, keeps using the current token
+// and retries with pauses growing to 30s, for as long as it is connected.
+// The identity needs the DataRole on the account: publishing lists,
+// creates and writes queues, and subscribing also sets queue metadata and
+// receives, updates and deletes messages.
+//
 // Connect makes one authenticated request (listing at most one queue) and
-// says what is wrong when it fails: endpoint unreachable, no answer in time,
-// or authentication failed. Publish and Subscribe before Connect return
-// ErrNotConnected; Connect and Disconnect are idempotent. No key, SAS token
-// or connection string appears in any log line or error: requests go
-// through a pipeline without the SDK's request logger, and service errors
-// are reduced to operation, queue, status and error code.
+// says what is wrong when it fails, in one line: endpoint unreachable, no
+// answer in time, authentication failed; with Entra ID also no credential
+// found, the identity endpoint failed, the token was refused (with the
+// service's reason) or the identity lacks the DataRole. Publish and
+// Subscribe before Connect return ErrNotConnected; Connect and Disconnect
+// are idempotent. No key, SAS token, connection string or Entra ID token
+// appears in any log line or error: requests go through a pipeline without
+// the SDK's request logger, service errors are reduced to operation,
+// queue, status and error code, and identity errors are cut to one line
+// with anything shaped like a token blanked out.
 //
 // # Tunables
 //

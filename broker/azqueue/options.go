@@ -5,17 +5,18 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/micro/go-micro/v2/broker"
 	"github.com/micro/go-micro/v2/client"
 	"github.com/micro/go-micro/v2/server"
 )
 
-// Credential options. ServiceURL wins over the others; among
-// ConnectionString, SharedKey and SASToken the last one given wins; any of
-// them wins over the environment (AZURE_STORAGE_CONNECTION_STRING, then
-// AZURE_STORAGE_ACCOUNT with AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN).
-// broker.Addrs (--broker_address) replaces the queue endpoint of any of
-// them but ServiceURL.
+// Credential options. Among ConnectionString, SharedKey, SASToken and
+// TokenCredential the last one given wins; any of them wins over the
+// environment (AZURE_STORAGE_CONNECTION_STRING, then AZURE_STORAGE_ACCOUNT
+// with AZURE_STORAGE_KEY or AZURE_STORAGE_SAS_TOKEN, or alone for
+// Microsoft Entra ID). broker.Addrs (--broker_address) replaces the queue
+// endpoint of any of them.
 
 const (
 	credentialsKey optionKey = "credentials"
@@ -49,6 +50,20 @@ func SharedKey(account, key string) broker.Option {
 func SASToken(account, sas string) broker.Option {
 	return brokerValue(credentialsKey, credentialSource(func() (Credentials, error) {
 		return buildCredentials("SASToken", map[string]string{csAccountName: account, csSAS: sas})
+	}))
+}
+
+// TokenCredential authenticates as the storage account with Microsoft
+// Entra ID tokens for StorageScope from cred: any azcore.TokenCredential,
+// such as azidentity's managed identity, workload identity, client secret
+// or Azure CLI credentials. Requests go to
+// https://<account>.queue.core.windows.net unless an endpoint is given;
+// tokens are sent over HTTPS only. Connect fetches the first token, and
+// the broker renews it ahead of its expiry for as long as it is connected.
+// The identity needs the DataRole on the account.
+func TokenCredential(account string, cred azcore.TokenCredential) broker.Option {
+	return brokerValue(credentialsKey, credentialSource(func() (Credentials, error) {
+		return tokenCredentials("TokenCredential", account, cred)
 	}))
 }
 

@@ -22,6 +22,11 @@ type Error struct {
 	// RetryAfter is the pause the service asked for (its Retry-After
 	// header, on 503 ServerBusy), 0 when it asked for none.
 	RetryAfter time.Duration
+	// Detail is the first line of the service's AuthenticationErrorDetail,
+	// which says why it refused a credential ("Lifetime validation
+	// failed. The token is expired."); empty when it gave none. Error does
+	// not print it: with a SAS, it quotes the string the service signed.
+	Detail string
 }
 
 // Error implements error. It never includes a URL or a credential.
@@ -33,6 +38,10 @@ func (e *Error) Error() string {
 	switch {
 	case e.StatusCode == 0 && e.Err != nil:
 		return fmt.Sprintf("%s%s: %v", e.Op, target, e.Err)
+	case e.Code == CodeAuthorizationPermissionMismatch:
+		// Only Entra ID identities get this answer: say what they lack
+		// wherever the error ends up.
+		return fmt.Sprintf("%s%s: %d %s (%s: the identity needs the %s role)", e.Op, target, e.StatusCode, http.StatusText(e.StatusCode), e.Code, DataRole)
 	case e.Code != "":
 		return fmt.Sprintf("%s%s: %d %s (%s)", e.Op, target, e.StatusCode, http.StatusText(e.StatusCode), e.Code)
 	default:
@@ -50,7 +59,14 @@ const (
 	CodePopReceiptMismatch = "PopReceiptMismatch"
 	CodeServerBusy         = "ServerBusy"
 	CodeOperationTimedOut  = "OperationTimedOut"
+	// CodeAuthorizationPermissionMismatch: an Entra ID identity without a
+	// data role that allows the operation.
+	CodeAuthorizationPermissionMismatch = "AuthorizationPermissionMismatch"
 )
+
+// DataRole is the Azure role that allows every operation the broker makes;
+// azqueue.DataRole documents it.
+const DataRole = "Storage Queue Data Contributor"
 
 // IsQueueNotFound reports whether err says the queue does not exist.
 func IsQueueNotFound(err error) bool {

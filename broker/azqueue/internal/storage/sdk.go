@@ -1,12 +1,16 @@
 package storage
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"html"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/Azure/azure-pipeline-go/pipeline"
@@ -116,6 +120,9 @@ func httpSender(client *http.Client) pipeline.Factory {
 			r, err := client.Do(request.WithContext(ctx))
 			if err != nil {
 				return nil, pipeline.NewError(err, "HTTP request failed")
+			}
+			if r.StatusCode == http.StatusUnauthorized || r.StatusCode == http.StatusForbidden {
+				noteAuthenticationDetail(r)
 			}
 			return pipeline.NewHTTPResponse(r), nil
 		}
@@ -255,6 +262,7 @@ func convert(op, queue string, err error) error {
 		if resp := se.Response(); resp != nil {
 			e.StatusCode = resp.StatusCode
 			e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+			e.Detail = resp.Header.Get(authDetailHeader)
 		}
 		e.Code = string(se.ServiceCode())
 		return e
@@ -266,6 +274,49 @@ func convert(op, queue string, err error) error {
 	}
 	e.Err = cause
 	return e
+}
+
+// authDetailHeader carries, on a refused request's response, the
+// service's AuthenticationErrorDetail from the XML body to convert: the
+// SDK's error parser loses it (it keeps the whitespace that follows each
+// element in place of the element's text).
+const authDetailHeader = "X-Poc-Authentication-Error-Detail"
+
+// maxErrorBody bounds how much of a refused request's body is read; Azure's
+// error bodies are a few hundred bytes.
+const maxErrorBody = 16 << 10
+
+// noteAuthenticationDetail copies the first line of the body's
+// AuthenticationErrorDetail into authDetailHeader, bounded in length, and
+// leaves the body as it was for the SDK.
+func noteAuthenticationDetail(r *http.Response) {
+	const open, end, maxLen = "<AuthenticationErrorDetail>", "</AuthenticationErrorDetail>", 200
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxErrorBody))
+	r.Body.Close()
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	text := string(body)
+	i := strings.Index(text, open)
+	if i < 0 {
+		return
+	}
+	detail := text[i+len(open):]
+	if j := strings.Index(detail, end); j >= 0 {
+		detail = detail[:j]
+	}
+	detail = html.UnescapeString(detail)
+	if j := strings.IndexAny(detail, "\r\n"); j >= 0 {
+		detail = detail[:j]
+	}
+	detail = strings.TrimSpace(detail)
+	if len(detail) > maxLen {
+		detail = strings.ToValidUTF8(detail[:maxLen], "") + "…"
+	}
+	if detail != "" {
+		r.Header.Set(authDetailHeader, detail)
+	}
 }
 
 // parseRetryAfter reads a Retry-After header: a number of seconds, or an

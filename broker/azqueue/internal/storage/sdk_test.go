@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -128,4 +129,53 @@ func counting(n *atomic.Int64) pipeline.Factory {
 			return next.Do(ctx, r)
 		}
 	})
+}
+
+// TestRefusedRequestsKeepTheServiceReasonAndNameTheRole: the service's
+// AuthenticationErrorDetail, which the SDK's error parser loses, reaches
+// Error.Detail (first line, unescaped), and a missing data role is named
+// wherever the error ends up.
+func TestRefusedRequestsKeepTheServiceReasonAndNameTheRole(t *testing.T) {
+	tests := []struct {
+		name, code, body string
+		wantDetail       string
+		wantText         string
+	}{
+		{"expired token", "AuthenticationFailed",
+			"<?xml version=\"1.0\" encoding=\"utf-8\"?>\n<Error>\n  <Code>AuthenticationFailed</Code>\n  <Message>Server failed to authenticate the request.\nRequestId:1</Message>\n  <AuthenticationErrorDetail>Lifetime validation failed. The token is expired.</AuthenticationErrorDetail>\n</Error>",
+			"Lifetime validation failed. The token is expired.", "403 Forbidden (AuthenticationFailed)"},
+		{"multi-line, escaped detail keeps its first line", "AuthenticationFailed",
+			"<Error><Code>AuthenticationFailed</Code><AuthenticationErrorDetail>Signature did not match. String to sign used was r&amp;w\nsecond line</AuthenticationErrorDetail></Error>",
+			"Signature did not match. String to sign used was r&w", "(AuthenticationFailed)"},
+		{"missing data role", "AuthorizationPermissionMismatch",
+			"<Error><Code>AuthorizationPermissionMismatch</Code><Message>This request is not authorized to perform this operation using this permission.</Message></Error>",
+			"", "(AuthorizationPermissionMismatch: the identity needs the Storage Queue Data Contributor role)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			server := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("x-ms-error-code", tt.code)
+				w.Header().Set("Content-Type", "application/xml")
+				w.WriteHeader(http.StatusForbidden)
+				fmt.Fprint(w, tt.body)
+			}))
+			t.Cleanup(server.Close)
+			u, err := url.Parse(server.URL + "/account")
+			if err != nil {
+				t.Fatal(err)
+			}
+			svc := NewService(*u, NewPipeline(PipelineConfig{Retry: azqueue.RetryOptions{MaxTries: 1}}))
+			_, err = svc.ListQueues(context.Background(), "")
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("ListQueues: %v, want an *Error", err)
+			}
+			if e.Detail != tt.wantDetail {
+				t.Errorf("Detail = %q, want %q", e.Detail, tt.wantDetail)
+			}
+			if !IsAuth(err) || !strings.Contains(err.Error(), tt.wantText) {
+				t.Errorf("error %q, want an auth error saying %q", err, tt.wantText)
+			}
+		})
+	}
 }
