@@ -315,12 +315,19 @@ func TestComposeServicesAgree(t *testing.T) {
 			}
 		}
 		if binary == "server" {
+			// Its health check asks its own /readyz, where it serves it.
+			_, port, _ := strings.Cut(svc.Environment["POC_METRICS_ADDRESS"], ":")
+			probe := "--probe=http://127.0.0.1:" + port + "/readyz"
+			if port == "" || svc.Healthcheck == nil || !slices.Equal(svc.Healthcheck.Test, []string{"CMD", "/usr/local/bin/server", probe}) {
+				t.Errorf("compose: %s needs POC_METRICS_ADDRESS and the health check [CMD /usr/local/bin/server %s]", service, probe)
+			}
 			continue
 		}
 		// The clients end (bounded counts) and wait for what they need
-		// instead of racing it.
-		if dep, ok := svc.DependsOn[server]; !ok || dep.Condition != "service_started" {
-			t.Errorf("compose: %s must depend on %s (condition service_started) and wait for it with POC_WAIT", service, server)
+		// instead of racing it: the server's health check says it is
+		// registered, and POC_WAIT covers a restart.
+		if dep, ok := svc.DependsOn[server]; !ok || dep.Condition != "service_healthy" {
+			t.Errorf("compose: %s must depend on %s (condition service_healthy) and wait for it with POC_WAIT", service, server)
 		}
 		if wait, err := time.ParseDuration(svc.Environment["POC_WAIT"]); err != nil || wait <= 0 {
 			t.Errorf("compose: %s POC_WAIT=%q, want a positive duration", service, svc.Environment["POC_WAIT"])
@@ -498,7 +505,7 @@ func TestComposeEnvironmentRunsTheDemoOnTheHost(t *testing.T) {
 		// Where the container listens on all its interfaces, the test
 		// listens on loopback only.
 		if binary == "server" {
-			env = append(env, "MICRO_SERVER_ADDRESS="+serverAddr)
+			env = append(env, "MICRO_SERVER_ADDRESS="+serverAddr, fmt.Sprintf("POC_METRICS_ADDRESS=127.0.0.1:%d", testenv.FreePort(t)))
 		}
 		return env
 	}

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
@@ -26,13 +27,17 @@ import (
 	"github.com/micro/go-micro/v2/logger"
 	"github.com/micro/go-micro/v2/server"
 	grpcserver "github.com/micro/go-micro/v2/server/grpc"
+	prom "github.com/micro/go-plugins/wrapper/monitoring/prometheus/v2"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/poc-go-micro/poc-go-micro/broker/azqueue"
+	"github.com/poc-go-micro/poc-go-micro/broker/azqueue/azqueueprom"
 	"github.com/poc-go-micro/poc-go-micro/internal/etcdregistry"
 	"github.com/poc-go-micro/poc-go-micro/internal/microcli"
 	"github.com/poc-go-micro/poc-go-micro/internal/version"
 	"github.com/poc-go-micro/poc-go-micro/proto/example"
 	"github.com/poc-go-micro/poc-go-micro/server/handler"
+	"github.com/poc-go-micro/poc-go-micro/server/monitor"
 	"github.com/poc-go-micro/poc-go-micro/server/subscriber"
 )
 
@@ -44,6 +49,7 @@ var (
 	failMatching    string
 	handleDelay     time.Duration
 	maxMessageSize  int
+	metricsAddress  string
 )
 
 // flags are the server's own; go-micro adds its --registry, --broker,
@@ -89,6 +95,16 @@ var flags = []cli.Flag{
 		Usage:       "fault injection for demos and tests: the subscriber fails every event whose text contains this string, so the broker retries it and finally moves it to the poison queue; empty fails none",
 		Destination: &failMatching,
 	},
+	&cli.StringFlag{
+		Name:        "metrics_address",
+		EnvVars:     []string{"POC_METRICS_ADDRESS"},
+		Usage:       "host:port to serve Prometheus /metrics, /healthz and /readyz on over HTTP; empty serves none",
+		Destination: &metricsAddress,
+	},
+	&cli.StringFlag{
+		Name:  probeFlag,
+		Usage: "instead of serving, ask this URL (such as http://127.0.0.1:9100/readyz) and exit 0 if it answers 200, else 1: the health check of an image without a shell",
+	},
 	&cli.DurationFlag{
 		Name:        "handle_delay",
 		EnvVars:     []string{"POC_HANDLE_DELAY"},
@@ -101,6 +117,12 @@ var flags = []cli.Flag{
 var errLog = microcli.ErrorLog("server")
 
 func main() {
+	if url, ok := probeArgument(os.Args[1:]); ok {
+		if err := monitor.Probe(url, probeTimeout); err != nil {
+			errLog.Fatalf("%v", err)
+		}
+		return
+	}
 	// The service stops when this context is cancelled. go-micro's own
 	// signal handling would do the same but cannot bound the stop, which
 	// waits for deregistration (with etcd unreachable, up to the registry
@@ -149,6 +171,16 @@ func main() {
 	if err := service.Server().Init(grpcserver.MaxMsgSize(maxMessageSize)); err != nil {
 		errLog.Fatalf("set the largest gRPC message to %d bytes: %v", maxMessageSize, err)
 	}
+	ready := &monitor.Readiness{}
+	var metrics *monitor.Server
+	if metricsAddress != "" {
+		metrics = serveMetrics(service, ready)
+	}
+	// Wrapped here, after Init, whichever registry the flags chose.
+	if err := service.Server().Init(server.Registry(ready.Registry(service.Server().Options().Registry))); err != nil {
+		errLog.Fatalf("watch the registrations for /readyz: %v", err)
+	}
+
 	// Register after Init: go-micro's --server flag may have replaced the
 	// server, and the topic is a flag.
 	if err := example.RegisterExampleHandler(service.Server(), handler.New(handler.MaxStreamCount(streamMaxCount))); err != nil {
@@ -160,6 +192,7 @@ func main() {
 	}
 
 	context.AfterFunc(stopping, func() {
+		ready.Stopping()
 		stop() // a second signal kills at once
 		time.AfterFunc(shutdownTimeout, func() {
 			errLog.Fatalf("stop not finished after --shutdown_timeout (%s), exiting anyway, perhaps still registered (is the registry reachable?); received %d events", shutdownTimeout, events.Count())
@@ -176,6 +209,11 @@ func main() {
 	// unsubscribes, and this is what drains the subscriptions.)
 	if err := service.Options().Broker.Disconnect(); err != nil {
 		logger.Errorf("disconnect broker: %v", err)
+	}
+	if metrics != nil {
+		if err := metrics.Close(5 * time.Second); err != nil {
+			logger.Errorf("%v", err)
+		}
 	}
 	if failMatching != "" {
 		logger.Infof("stopped: received %d events on topic %q, failed %d deliveries on purpose (--fail_events_matching)", events.Count(), topic, events.Failed())
@@ -210,4 +248,57 @@ func subscriberOptions() []server.SubscriberOption {
 		return nil
 	}
 	return []server.SubscriberOption{server.SubscriberQueue(subscriberQueue)}
+}
+
+// probeFlag is the flag that makes the binary a health probe; probeTimeout
+// bounds the probe's request.
+const (
+	probeFlag    = "probe"
+	probeTimeout = 5 * time.Second
+)
+
+// probeArgument returns the URL of --probe=URL or --probe URL, if args
+// have it: the probe runs before go-micro parses the command line, which
+// would start the service.
+func probeArgument(args []string) (string, bool) {
+	for i, a := range args {
+		for _, prefix := range []string{"--" + probeFlag, "-" + probeFlag} {
+			if url, ok := strings.CutPrefix(a, prefix+"="); ok {
+				return url, true
+			}
+			if a == prefix && i+1 < len(args) {
+				return args[i+1], true
+			}
+		}
+	}
+	return "", false
+}
+
+// serveMetrics makes the broker and the RPC handlers export Prometheus
+// metrics and serves them, with /healthz and /readyz, on --metrics_address.
+func serveMetrics(service micro.Service, ready *monitor.Readiness) *monitor.Server {
+	b := service.Options().Broker
+	if c, ok := b.(interface{ Connected() bool }); ok {
+		ready.Connected = c.Connected
+	}
+	if _, ok := b.(*azqueue.Broker); ok {
+		observer, err := azqueueprom.New(prometheus.DefaultRegisterer)
+		if err != nil {
+			errLog.Fatalf("%v", err)
+		}
+		if err := b.Init(azqueue.WithObserver(observer)); err != nil {
+			errLog.Fatalf("export the broker's metrics: %v", err)
+		}
+	}
+	opts := service.Server().Options()
+	rpc := prom.NewHandlerWrapper(prom.ServiceName(opts.Name), prom.ServiceVersion(opts.Version), prom.ServiceID(opts.Id))
+	if err := service.Server().Init(server.WrapHandler(rpc)); err != nil {
+		errLog.Fatalf("export the RPC metrics: %v", err)
+	}
+	metrics, err := monitor.Listen(metricsAddress, monitor.Handler(prometheus.DefaultGatherer, ready))
+	if err != nil {
+		errLog.Fatalf("--metrics_address: %v", err)
+	}
+	logger.Infof("serving %s, %s and %s on http://%s", monitor.PathMetrics, monitor.PathHealthz, monitor.PathReadyz, metrics.Addr())
+	return metrics
 }

@@ -45,13 +45,16 @@ type Broker struct {
 	// it found, so that none joins them unseen and keeps polling.
 	disconnecting bool
 	stats         counters
+	// observer is told what the broker does (WithObserver); set at
+	// Connect, NoObserver without the option.
+	observer Observer
 }
 
 // NewBroker returns an Azure Storage Queues broker. It reads its
 // credentials when it connects: see the package documentation for the
 // order of options and environment variables.
 func NewBroker(opts ...broker.Option) broker.Broker {
-	b := &Broker{opts: broker.Options{Context: context.Background()}, subs: make(map[*subscription]struct{})}
+	b := &Broker{opts: broker.Options{Context: context.Background()}, subs: make(map[*subscription]struct{}), observer: NoObserver{}}
 	for _, o := range opts {
 		o(&b.opts)
 	}
@@ -117,6 +120,7 @@ func (b *Broker) Connect() error {
 	if err != nil {
 		return err
 	}
+	b.observer = observerOf(b.opts)
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.connectTimeout)
 	defer cancel()
 	conn, err := b.newService(ctx, cfg)
@@ -202,10 +206,16 @@ func (b *Broker) newService(ctx context.Context, cfg brokerConfig) (connection, 
 		Credential: credential,
 		Retry:      retryOptions,
 		HTTPClient: b.httpClient(),
-		Policies:   []pipeline.Factory{requestCounter(&b.stats.requests)},
+		Policies:   []pipeline.Factory{storage.ObserveRequests(b.requested)},
 	})
 	conn.svc = storage.NewService(endpoint, p)
 	return conn, nil
+}
+
+// requested counts one request sent, and tells the observer how it went.
+func (b *Broker) requested(op string, status int, code string) {
+	b.stats.requests.Add(1)
+	b.observer.Requested(op, status, code)
 }
 
 // retryOptions make the SDK send each request once, bounded by TryTimeout:
@@ -228,6 +238,14 @@ func (b *Broker) httpClient() *http.Client {
 		c.Transport.(*http.Transport).TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
 	return c
+}
+
+// Connected reports whether the broker is connected and not disconnecting:
+// what a readiness probe asks.
+func (b *Broker) Connected() bool {
+	b.mu.RLock()
+	defer b.mu.RUnlock()
+	return b.svc != nil && !b.disconnecting
 }
 
 // connected returns what Publish and Subscribe need, or ErrNotConnected.

@@ -30,6 +30,9 @@ type brokerConfig struct {
 	base64         bool
 	publishTimeout time.Duration
 	connectTimeout time.Duration
+	// depthEvery is how often a subscription samples its queue's depth
+	// for the Observer (0: never).
+	depthEvery time.Duration
 	// publish is what a publish without options of its own uses.
 	publish publishConfig
 	// onPoison is the OnPoison callback, or nil.
@@ -103,6 +106,7 @@ func resolveBroker(ctx context.Context) (brokerConfig, error) {
 		base64:         resolve(r, base64Tunable),
 		publishTimeout: resolve(r, publishTimeoutTunable),
 		connectTimeout: resolve(r, connectTimeoutTunable),
+		depthEvery:     resolve(r, depthSampleTunable),
 		publish:        publishConfig{ttl: resolve(r, ttlTunable), delay: resolve(r, delayTunable)},
 	}
 	c.publish.check(r)

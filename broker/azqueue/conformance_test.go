@@ -95,6 +95,7 @@ var conformanceCases = []conformanceCase{
 	{name: "PartialPublishFailureNamesTheFailedQueue", run: testPartialPublishFailureNamesTheFailedQueue},
 	{name: "LostLeaseMakesAckReturnErrLeaseLost", run: testLostLeaseMakesAckReturnErrLeaseLost},
 	{name: "StatsCountTheRoundTrip", run: testStatsCountTheRoundTrip},
+	{name: "ObserverIsToldWhatStatsCount", run: testObserverIsToldWhatStatsCount},
 	{name: "RenewalsThatFailOrAreSlowInsideTheLeaseNeverLoseIt", run: testRenewalsThatFailOrAreSlowInsideTheLeaseNeverLoseIt},
 	{name: "MessageWhoseLeaseWasLostWhileWaitingIsNotHandled", serial: true, run: testMessageWhoseLeaseWasLostWhileWaitingIsNotHandled},
 	{name: "DeleteWhoseAnswerWasLostIsNotAFailure", run: testDeleteWhoseAnswerWasLostIsNotAFailure},

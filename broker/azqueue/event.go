@@ -32,7 +32,7 @@ type event struct {
 	message      *broker.Message
 	lease        *lease
 	dequeueCount int64
-	stats        *counters
+	meter        *meter
 }
 
 func (e *event) Topic() string                { return e.topic }
@@ -49,7 +49,7 @@ func (e *event) Ack() error {
 	if err := e.lease.remove(); err != nil {
 		return err
 	}
-	e.stats.acked.Add(1)
+	e.meter.acked()
 	return nil
 }
 
@@ -60,6 +60,6 @@ func (e *event) Nack(delay time.Duration) error {
 	if err := e.lease.release(delay, ""); err != nil {
 		return err // named as Ack's are
 	}
-	e.stats.retried.Add(1)
+	e.meter.retried()
 	return nil
 }

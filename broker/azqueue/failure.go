@@ -102,16 +102,16 @@ func isGoMicroSubscriber(h broker.Handler) bool {
 //     every delivery.
 //
 // Every other error is retried.
-func poisonAtOnce(err error, fromGoMicro bool, contentType string) (reason string, ok bool) {
+func poisonAtOnce(err error, fromGoMicro bool, contentType string) (code PoisonReason, reason string, ok bool) {
 	if IsPermanent(err) {
-		return "the handler reported a permanent error: " + err.Error(), true
+		return PoisonPermanent, "the handler reported a permanent error: " + err.Error(), true
 	}
 	if !fromGoMicro {
-		return "", false
+		return "", "", false
 	}
 	text := err.Error()
 	if strings.HasPrefix(text, goMicroHandlerErrorPrefix) || strings.Contains(text, "panic recovered") {
-		return "", false
+		return "", "", false
 	}
-	return "go-micro could not decode the message as " + contentType + ": " + text, true
+	return PoisonUndecodable, "go-micro could not decode the message as " + contentType + ": " + text, true
 }

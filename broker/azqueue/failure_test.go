@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"reflect"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/micro/go-micro/v2/broker"
@@ -38,12 +39,19 @@ func TestPoisonAtOnceOnlyForErrorsNoRetryCanFix(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			reason, got := poisonAtOnce(tt.err, tt.fromGoMicro, "application/json")
+			code, reason, got := poisonAtOnce(tt.err, tt.fromGoMicro, "application/json")
 			if got != tt.want {
 				t.Fatalf("poisonAtOnce(%q) = %v (%q), want %v", tt.err, got, reason, tt.want)
 			}
 			if got && reason == "" {
 				t.Errorf("poisoned without a reason")
+			}
+			wantCode := PoisonUndecodable
+			if strings.Contains(tt.err.Error(), permanent.Error()) {
+				wantCode = PoisonPermanent
+			}
+			if got && code != wantCode {
+				t.Errorf("poisoned with code %q, want %q", code, wantCode)
 			}
 		})
 	}
@@ -129,8 +137,12 @@ func TestGoMicroServerHandlersAreRecognised(t *testing.T) {
 			if err == nil {
 				t.Fatal("go-micro's handler accepted it")
 			}
-			if reason, poison := poisonAtOnce(err, true, tt.contentType); poison != tt.poison {
+			code, reason, poison := poisonAtOnce(err, true, tt.contentType)
+			if poison != tt.poison {
 				t.Errorf("go-micro's error %q: poison at once %v (%q), want %v", err, poison, reason, tt.poison)
+			}
+			if poison && tt.handlerErr == nil && code != PoisonUndecodable {
+				t.Errorf("go-micro's decoding error %q: code %q, want %q", err, code, PoisonUndecodable)
 			}
 		})
 	}

@@ -47,7 +47,7 @@ const (
 type lease struct {
 	queue       storage.Queue
 	id          string
-	stats       *counters
+	meter       *meter
 	renewErrors *throttledLog // failed renewals of the subscription's messages
 
 	mu      sync.Mutex
@@ -74,8 +74,8 @@ type lease struct {
 
 // newLease returns the lease of m, dequeued for period by a request sent at
 // sent. renewErrors reports failed renewals.
-func newLease(q storage.Queue, m storage.Message, period time.Duration, sent time.Time, stats *counters, renewErrors *throttledLog) *lease {
-	return &lease{queue: q, id: m.ID, receipt: m.Lease.PopReceipt, text: m.Text, period: period, until: sent.Add(period), stats: stats, renewErrors: renewErrors}
+func newLease(q storage.Queue, m storage.Message, period time.Duration, sent time.Time, meter *meter, renewErrors *throttledLog) *lease {
+	return &lease{queue: q, id: m.ID, receipt: m.Lease.PopReceipt, text: m.Text, period: period, until: sent.Add(period), meter: meter, renewErrors: renewErrors}
 }
 
 // startRenewing keeps the message invisible while it waits for a handler
@@ -184,7 +184,7 @@ func (l *lease) renew() error {
 	if err := l.update(ctx, l.text, l.period); err != nil {
 		return err
 	}
-	l.stats.renewals.Add(1)
+	l.meter.renewed()
 	return nil
 }
 
@@ -304,7 +304,7 @@ func (l *lease) recordFailure(op string, err error) error {
 	if storage.IsLeaseLost(err) {
 		return l.markLost(fmt.Errorf("%s: %w", op, err))
 	}
-	l.stats.errors.Add(1)
+	l.meter.failed()
 	return fmt.Errorf("azqueue: %w", err)
 }
 
@@ -316,7 +316,7 @@ func (l *lease) markLost(cause error) error {
 		return l.lost
 	}
 	l.lost = fmt.Errorf("%w: message %s in queue %q: %v", ErrLeaseLost, l.id, l.queue.Name(), cause)
-	l.stats.leasesLost.Add(1)
+	l.meter.lostLease()
 	logger.Warnf("%v; it will be delivered again, and a handler that was running on it may have its work done twice", l.lost)
 	return l.lost
 }

@@ -14,11 +14,11 @@ import (
 func BenchmarkLeaseRenewer(b *testing.B) {
 	q := storagetest.NewService().Queue("bench")
 	m := storage.Message{ID: "id", Text: "text", Lease: storage.Lease{PopReceipt: "receipt"}}
-	var stats counters
+	meter := &meter{stats: new(counters), observer: NoObserver{}}
 	renewErrors := throttledLog{interval: time.Minute}
 	b.ReportAllocs()
 	for b.Loop() {
-		l := newLease(q, m, 30*time.Second, time.Now(), &stats, &renewErrors)
+		l := newLease(q, m, 30*time.Second, time.Now(), meter, &renewErrors)
 		l.startRenewing()
 		l.stopRenewing()
 	}

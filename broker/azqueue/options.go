@@ -92,6 +92,14 @@ func Base64Messages(on bool) broker.Option { return brokerValue(base64Tunable.ke
 // PublishTimeout bounds one Publish whose context has no deadline.
 func PublishTimeout(d time.Duration) broker.Option { return brokerValue(publishTimeoutTunable.key, d) }
 
+// DepthSampleInterval sets how often each subscription asks the service
+// for its queue's approximate depth and tells the Observer (WithObserver):
+// one request per sample and subscription. 0 samples never; without an
+// Observer, nothing is sampled.
+func DepthSampleInterval(d time.Duration) broker.Option {
+	return brokerValue(depthSampleTunable.key, d)
+}
+
 // ConnectTimeout bounds Connect's authenticated check.
 func ConnectTimeout(d time.Duration) broker.Option { return brokerValue(connectTimeoutTunable.key, d) }
 

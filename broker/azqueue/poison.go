@@ -39,7 +39,9 @@ type Poisoned struct {
 	PoisonQueue  string // where its PoisonRecord now is
 	MessageID    string
 	DequeueCount int64
-	Reason       string
+	// Code says why in one word, for metrics and alerts; Reason in full.
+	Code   PoisonReason
+	Reason string
 }
 
 // poisonQueue is a subscription's poison queue, created on first use.

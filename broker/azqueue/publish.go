@@ -59,7 +59,7 @@ func (b *Broker) Publish(topic string, m *broker.Message, opts ...broker.Publish
 		b.stats.errors.Add(1)
 		return fmt.Errorf("azqueue: publish to topic %q: %w", topic, err)
 	}
-	received, failed, gone := b.enqueueAll(ctx, svc, queues, text, pub)
+	received, failed, gone := b.enqueueAll(ctx, svc, topic, queues, text, pub)
 	if gone {
 		// A queue was deleted since it was listed: its group was retired,
 		// or it was an unclaimed queue emptied into the first group. The
@@ -70,7 +70,7 @@ func (b *Broker) Publish(topic string, m *broker.Message, opts ...broker.Publish
 		if err != nil {
 			failed = append(failed, err)
 		} else {
-			more, moreFailed, goneAgain := b.enqueueAll(ctx, svc, without(fresh, received), text, pub)
+			more, moreFailed, goneAgain := b.enqueueAll(ctx, svc, topic, without(fresh, received), text, pub)
 			received, failed, queues = append(received, more...), append(failed, moreFailed...), fresh
 			if goneAgain {
 				b.stats.errors.Add(1)
@@ -95,17 +95,17 @@ var errQueueDeletedWhilePublishing = errors.New("a queue of the topic was delete
 // enqueueAll enqueues text into every queue, in parallel when there are
 // several, and returns the queues that received it, the errors of the
 // others, and whether one of those no longer exists.
-func (b *Broker) enqueueAll(ctx context.Context, svc storage.Service, queues []groupQueue, text string, pub publishConfig) (received []groupQueue, failed []error, gone bool) {
+func (b *Broker) enqueueAll(ctx context.Context, svc storage.Service, topic string, queues []groupQueue, text string, pub publishConfig) (received []groupQueue, failed []error, gone bool) {
 	errs := make([]error, len(queues))
 	if len(queues) == 1 {
-		errs[0] = b.enqueue(ctx, svc, queues[0], text, pub)
+		errs[0] = b.enqueue(ctx, svc, topic, queues[0], text, pub)
 	} else {
 		var wg sync.WaitGroup
 		for i, q := range queues {
 			wg.Add(1)
 			go func(i int, q groupQueue) {
 				defer wg.Done()
-				errs[i] = b.enqueue(ctx, svc, q, text, pub)
+				errs[i] = b.enqueue(ctx, svc, topic, q, text, pub)
 			}(i, q)
 		}
 		wg.Wait()
@@ -124,7 +124,7 @@ func (b *Broker) enqueueAll(ctx context.Context, svc storage.Service, queues []g
 }
 
 // enqueue adds text to one group queue.
-func (b *Broker) enqueue(ctx context.Context, svc storage.Service, gq groupQueue, text string, pub publishConfig) error {
+func (b *Broker) enqueue(ctx context.Context, svc storage.Service, topic string, gq groupQueue, text string, pub publishConfig) error {
 	err := svc.Queue(gq.name).Enqueue(ctx, text, pub.delay, pub.ttl)
 	if err != nil {
 		if !storage.IsQueueNotFound(err) {
@@ -133,6 +133,7 @@ func (b *Broker) enqueue(ctx context.Context, svc storage.Service, gq groupQueue
 		return err
 	}
 	b.stats.published.Add(1)
+	b.observer.Published(Queue{Topic: topic, Group: gq.group, Name: gq.name})
 	return nil
 }
 

@@ -130,6 +130,15 @@ func (q retryingQueue) SetMetadata(ctx context.Context, metadata map[string]stri
 	return q.r.do(ctx, func() error { return q.q.SetMetadata(ctx, metadata) })
 }
 
+func (q retryingQueue) ApproximateCount(ctx context.Context) (int64, error) {
+	var n int64
+	err := q.r.do(ctx, func() (err error) {
+		n, err = q.q.ApproximateCount(ctx)
+		return err
+	})
+	return n, err
+}
+
 func (q retryingQueue) DeleteQueue(ctx context.Context) error {
 	return q.r.do(ctx, func() error { return q.q.DeleteQueue(ctx) })
 }

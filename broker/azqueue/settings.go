@@ -173,6 +173,8 @@ var (
 		"Bound on one Publish when its context has no deadline.")
 	connectTimeoutTunable = durationTunable("ConnectTimeout", "", EnvPrefix+"CONNECT_TIMEOUT", 10*time.Second, time.Second, 10*time.Minute,
 		"Bound on Connect's authenticated check.")
+	depthSampleTunable = durationTunable("DepthSampleInterval", "", EnvPrefix+"DEPTH_SAMPLE_INTERVAL", 30*time.Second, 0, time.Hour,
+		"How often each subscription samples its queue's approximate depth for the Observer: one request per sample; 0, or no Observer, samples never.")
 	ttlTunable = tunable[time.Duration]{
 		key: "MessageTTL", twin: "ClientMessageTTL", env: EnvPrefix + "MESSAGE_TTL", def: 7 * day,
 		rng: "1s..7d, or -1s (NeverExpire)", doc: "Time to live of published messages.",
@@ -193,7 +195,7 @@ func Settings() []Setting {
 		batchSizeTunable.setting(), concurrencyTunable.setting(), visibilityTunable.setting(), maxDequeueTunable.setting(),
 		pollMinTunable.setting(), pollMaxTunable.setting(), retryMinTunable.setting(), retryMaxTunable.setting(),
 		drainTunable.setting(), rawContentTypeTunable.setting(),
-		cacheTTLTunable.setting(), base64Tunable.setting(), publishTimeoutTunable.setting(), connectTimeoutTunable.setting(),
+		cacheTTLTunable.setting(), base64Tunable.setting(), publishTimeoutTunable.setting(), connectTimeoutTunable.setting(), depthSampleTunable.setting(),
 		ttlTunable.setting(), delayTunable.setting(),
 	}
 }

@@ -1,11 +1,8 @@
 package azqueue
 
 import (
-	"context"
 	"fmt"
 	"sync/atomic"
-
-	"github.com/Azure/azure-pipeline-go/pipeline"
 )
 
 // Stats counts what a broker has done since it was created.
@@ -50,14 +47,4 @@ func (c *counters) snapshot() Stats {
 		Errors: c.errors.Load(), Requests: c.requests.Load(), RequestRetries: c.retries.Load(),
 		Throttled: c.throttled.Load(),
 	}
-}
-
-// requestCounter is a pipeline policy counting the requests it sees.
-func requestCounter(n *atomic.Int64) pipeline.Factory {
-	return pipeline.FactoryFunc(func(next pipeline.Policy, _ *pipeline.PolicyOptions) pipeline.PolicyFunc {
-		return func(ctx context.Context, r pipeline.Request) (pipeline.Response, error) {
-			n.Add(1)
-			return next.Do(ctx, r)
-		}
-	})
 }

@@ -52,6 +52,10 @@ func (b *Broker) Subscribe(topic string, h broker.Handler, opts ...broker.Subscr
 		return nil, ErrNotConnected
 	}
 	go s.poll()
+	if _, none := s.meter.observer.(NoObserver); !none && cfg.depthEvery > 0 {
+		s.running.start()
+		go s.sampleDepth(cfg.depthEvery)
+	}
 	for _, u := range unclaimed {
 		s.running.start()
 		d := &drainer{s: s, svc: svc, directory: directory, queue: svc.Queue(u.name),
@@ -103,6 +107,8 @@ type subscription struct {
 	renewErrors throttledLog
 	ackErrors   throttledLog // acks and retries that failed: one line per message would flood an outage
 	lastErrors  *errorMemory
+	// meter records what happens to the queue's messages.
+	meter meter
 
 	unsubscribeOnce sync.Once
 	unsubscribeErr  error
@@ -127,6 +133,7 @@ func newSubscription(b *Broker, svc storage.Service, topic, group, queue string,
 		renewErrors: throttledLog{interval: 30 * time.Second},
 		ackErrors:   throttledLog{interval: 30 * time.Second},
 		lastErrors:  newErrorMemory(1024),
+		meter:       meter{stats: &b.stats, observer: b.observer, queue: Queue{Topic: topic, Group: group, Name: queue}},
 	}
 }
 
@@ -243,7 +250,7 @@ func (s *subscription) poll() {
 			continue
 		}
 		if a.err != nil {
-			s.b.stats.errors.Add(1)
+			s.meter.failed()
 			if !storage.IsServerBusy(a.err) { // the throttle watch reports those
 				s.pollErrors.errorf("azqueue: poll queue %q for topic %q: %v; retrying with backoff", s.queue.Name(), s.topic, a.err)
 			}
@@ -392,12 +399,30 @@ func (s *subscription) sleep(d time.Duration, idle *backoff) bool {
 }
 
 func (s *subscription) dequeue(n int) ([]storage.Message, error) {
-	s.b.stats.polls.Add(1)
 	msgs, err := s.queue.Dequeue(s.pollCtx, n, s.cfg.visibility)
-	if err == nil && len(msgs) == 0 {
-		s.b.stats.emptyPolls.Add(1)
-	}
+	s.meter.polled(len(msgs), err)
 	return msgs, err
+}
+
+// sampleDepth tells the observer the queue's approximate depth every
+// interval until the subscription stops.
+func (s *subscription) sampleDepth(interval time.Duration) {
+	defer s.running.done()
+	ticker := time.NewTicker(interval)
+	defer ticker.Stop()
+	for {
+		ctx, cancel := context.WithTimeout(s.pollCtx, requestTimeout)
+		n, err := s.queue.ApproximateCount(withoutRetries(ctx))
+		cancel()
+		if err == nil {
+			s.meter.observer.Depth(s.meter.queue, n)
+		}
+		select {
+		case <-ticker.C:
+		case <-s.stop:
+			return
+		}
+	}
 }
 
 // recreateQueue creates the subscription's queue again after someone
@@ -437,7 +462,11 @@ func (s *subscription) handBack(msgs []storage.Message, sent time.Time) {
 // queue; or "", keeping the text, for a foreign text, which has nowhere to
 // count it.
 func (s *subscription) handBackOne(l *lease, text string) {
-	if err := l.release(0, text); err != nil && !errors.Is(err, ErrLeaseLost) {
+	err := l.release(0, text)
+	switch {
+	case err == nil:
+		s.meter.handedBack()
+	case !errors.Is(err, ErrLeaseLost):
 		logger.Warnf("azqueue: hand back message %s to queue %q: %v", l.id, s.queue.Name(), err)
 	}
 }
@@ -505,7 +534,7 @@ func (s *subscription) worker(d dispatched) {
 
 // lease returns the lease of m, dequeued by a request sent at sent.
 func (s *subscription) lease(m storage.Message, sent time.Time) *lease {
-	return newLease(s.queue, m, s.cfg.visibility, sent, &s.b.stats, &s.renewErrors)
+	return newLease(s.queue, m, s.cfg.visibility, sent, &s.meter, &s.renewErrors)
 }
 
 // process handles one leased message, dequeued by a request sent at sent:
@@ -524,19 +553,19 @@ func (s *subscription) process(m storage.Message, sent time.Time) {
 	defer l.stopRenewing()
 	d, err := decodeMessage(m.Text, s.base64)
 	if err != nil {
-		s.poisonMessage(l, m, m.Text, err.Error())
+		s.poisonMessage(l, m, m.Text, PoisonUnreadable, err.Error())
 		return
 	}
 	if deliveries := d.deliveries(m.DequeueCount); deliveries > int64(s.cfg.maxDequeue) {
-		s.poisonMessage(l, m, d.publishedText(m.Text), s.exhausted(d, m, deliveries))
+		s.poisonMessage(l, m, d.publishedText(m.Text), PoisonMaxDeliveries, s.exhausted(d, m, deliveries))
 		return
 	}
 
-	ev := &event{topic: s.topic, message: s.messageFor(d, m), lease: l, dequeueCount: m.DequeueCount, stats: &s.b.stats}
+	ev := &event{topic: s.topic, message: s.messageFor(d, m), lease: l, dequeueCount: m.DequeueCount, meter: &s.meter}
 	if !s.startHandler(l, d) {
 		return
 	}
-	err = s.invoke(ev)
+	err = s.invoke(ev, m.InsertionTime)
 	// The handler is done: its slot goes to the next message now, not after
 	// the delete or the retry below, which at a real service's round trip
 	// would keep a slot idle for as long again as a quick handler runs.
@@ -544,11 +573,11 @@ func (s *subscription) process(m storage.Message, sent time.Time) {
 	<-s.handlers
 
 	if err != nil {
-		if reason, now := poisonAtOnce(err, s.fromGoMicro, ev.message.Header[headerContentType]); now {
+		if code, reason, now := poisonAtOnce(err, s.fromGoMicro, ev.message.Header[headerContentType]); now {
 			// Still renewed: poisoning takes requests of its own. A handler
 			// that settled the message itself has had its say.
 			if l.settledOrLost() == nil {
-				s.poisonMessage(l, m, d.publishedText(m.Text), reason)
+				s.poisonMessage(l, m, d.publishedText(m.Text), code, reason)
 			}
 			return
 		}
@@ -565,14 +594,17 @@ func (s *subscription) process(m storage.Message, sent time.Time) {
 	}
 }
 
-// invoke runs the handler, turning a panic into an error.
-func (s *subscription) invoke(ev *event) (err error) {
+// invoke runs the handler, turning a panic into an error, and records the
+// delivery of a message first enqueued at inserted.
+func (s *subscription) invoke(ev *event, inserted time.Time) (err error) {
+	start := time.Now()
+	s.meter.delivered(start.Sub(inserted), ev.dequeueCount)
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("handler panicked: %v", r)
 		}
+		s.meter.handled(time.Since(start), err)
 	}()
-	s.b.stats.delivered.Add(1)
 	return s.handler(ev)
 }
 
@@ -599,7 +631,7 @@ func (s *subscription) messageFor(d decoded, m storage.Message) *broker.Message 
 // text, in memory) for the poison queue's sake. A handler that settled the
 // message itself is left alone.
 func (s *subscription) retry(l *lease, d decoded, m storage.Message, cause error) {
-	s.b.stats.errors.Add(1)
+	s.meter.failed()
 	delay := retryDelay(d.deliveries(m.DequeueCount), s.cfg.retryMin, s.cfg.retryMax)
 	reason := cause.Error()
 	if d.foreign {
@@ -615,7 +647,7 @@ func (s *subscription) retry(l *lease, d decoded, m storage.Message, cause error
 		s.ackErrors.errorf("azqueue: topic %q: handler failed on message %s (delivery %d of %d) and the retry could not be scheduled, it will be delivered again when its lease ends: %v; handler error: %v",
 			s.topic, m.ID, m.DequeueCount, s.cfg.maxDequeue, err, cause)
 	default:
-		s.b.stats.retried.Add(1)
+		s.meter.retried()
 		logger.Warnf("azqueue: topic %q: handler failed on message %s (delivery %d of %d), retrying in %s: %v",
 			s.topic, m.ID, m.DequeueCount, s.cfg.maxDequeue, delay.Round(time.Millisecond), cause)
 	}
@@ -624,19 +656,19 @@ func (s *subscription) retry(l *lease, d decoded, m storage.Message, cause error
 // poisonMessage moves a message to the poison queue: copy first, then
 // delete, so a crash in between duplicates it rather than losing it. If the
 // copy fails, the message is left to be tried again after a delay.
-func (s *subscription) poisonMessage(l *lease, m storage.Message, original, reason string) {
+func (s *subscription) poisonMessage(l *lease, m storage.Message, original string, code PoisonReason, reason string) {
 	if err := s.poison.put(m, original, s.topic, s.group, reason); err != nil {
-		s.b.stats.errors.Add(1)
+		s.meter.failed()
 		logger.Errorf("azqueue: topic %q: message %s should move to poison queue %q (%s) but could not: %v",
 			s.topic, m.ID, s.poison.queue.Name(), reason, err)
 		_ = l.release(retryDelay(m.DequeueCount, s.cfg.retryMin, s.cfg.retryMax), "")
 		return
 	}
-	s.b.stats.poisoned.Add(1)
+	s.meter.poisoned(code)
 	logger.Errorf("azqueue: topic %q: moved message %s to poison queue %q: %s", s.topic, m.ID, s.poison.queue.Name(), reason)
 	s.notifyPoisoned(Poisoned{
 		Topic: s.topic, Group: s.group, Queue: s.queue.Name(), PoisonQueue: s.poison.queue.Name(),
-		MessageID: m.ID, DequeueCount: m.DequeueCount, Reason: reason,
+		MessageID: m.ID, DequeueCount: m.DequeueCount, Code: code, Reason: reason,
 	})
 	if err := l.remove(); err != nil {
 		logger.Warnf("azqueue: topic %q: message %s is in poison queue %q but could not be deleted from %q (it may appear there twice): %v",

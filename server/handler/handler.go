@@ -99,9 +99,9 @@ func (e *Example) Stream(ctx context.Context, req *example.StreamingRequest, str
 
 // PingPong answers every Ping with a Pong carrying the same stroke until
 // the client ends the stream. A go-micro client cannot half-close a stream
-// (its Close cancels the call), so cancellation is the usual end and is
-// returned without being logged; an io.EOF from a client that did
-// half-close ends the call with nil.
+// (its Close cancels the call), so its cancellation is the usual end and,
+// like an io.EOF from a client that did half-close, ends the call with
+// nil: the RPC metrics count it as a success, not a failure.
 func (e *Example) PingPong(ctx context.Context, stream example.Example_PingPongStream) error {
 	for {
 		ping, err := stream.Recv()
@@ -117,15 +117,12 @@ func (e *Example) PingPong(ctx context.Context, stream example.Example_PingPongS
 	}
 }
 
-// endOfStream turns the error that ended a stream into the handler's
-// result: the client's cancellation quietly, anything else logged and
-// wrapped with op.
+// endOfStream turns the error that ended a PingPong stream into the
+// handler's result: nil for the client's cancellation, anything else
+// logged and wrapped with op.
 func endOfStream(ctx context.Context, op string, err error) error {
-	if ctxErr := ctx.Err(); ctxErr != nil {
-		return ctxErr
-	}
-	if status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) {
-		return err
+	if ctx.Err() != nil || status.Code(err) == codes.Canceled || errors.Is(err, context.Canceled) {
+		return nil
 	}
 	logger.Warnf("PingPong: %s: %v", op, err)
 	return fmt.Errorf("%s: %w", op, err)

@@ -129,6 +129,90 @@ func httpSender(client *http.Client) pipeline.Factory {
 	})
 }
 
+// Operations, as ObserveRequests names them.
+const (
+	OpListQueues    = "list_queues"
+	OpCreateQueue   = "create_queue"
+	OpDeleteQueue   = "delete_queue"
+	OpGetProperties = "get_properties"
+	OpSetMetadata   = "set_metadata"
+	OpEnqueue       = "enqueue"
+	OpDequeue       = "dequeue"
+	OpPeek          = "peek"
+	OpClear         = "clear"
+	OpUpdate        = "update_message"
+	OpDelete        = "delete_message"
+	OpOther         = "other"
+)
+
+// ObserveRequests returns a policy that calls observe once per request it
+// sends, with the operation, the HTTP status of the answer (0 when none
+// came) and the service's error code ("" on success). Placed among
+// PipelineConfig.Policies, it sees every try.
+func ObserveRequests(observe func(op string, status int, code string)) pipeline.Factory {
+	return pipeline.FactoryFunc(func(next pipeline.Policy, _ *pipeline.PolicyOptions) pipeline.PolicyFunc {
+		return func(ctx context.Context, r pipeline.Request) (pipeline.Response, error) {
+			resp, err := next.Do(ctx, r)
+			var answer *http.Response
+			var se azqueue.StorageError
+			switch {
+			case resp != nil && resp.Response() != nil:
+				answer = resp.Response()
+			case errors.As(err, &se):
+				answer = se.Response()
+			}
+			status, code := 0, ""
+			if answer != nil {
+				status, code = answer.StatusCode, answer.Header.Get("x-ms-error-code")
+			}
+			observe(requestOp(r.Method, r.URL), status, code)
+			return resp, err
+		}
+	})
+}
+
+// requestOp names the operation of a request to the queue service from its
+// method and URL: the path ends in <queue>, <queue>/messages or
+// <queue>/messages/<id> after the account's own path, whatever that is.
+func requestOp(method string, u *url.URL) string {
+	query := u.Query()
+	segments := strings.Split(strings.Trim(u.Path, "/"), "/")
+	last := segments[len(segments)-1]
+	switch {
+	case query.Get("comp") == "list":
+		return OpListQueues
+	case last == "messages":
+		switch method {
+		case http.MethodPost:
+			return OpEnqueue
+		case http.MethodDelete:
+			return OpClear
+		case http.MethodGet:
+			if query.Get("peekonly") == "true" {
+				return OpPeek
+			}
+			return OpDequeue
+		}
+	case len(segments) >= 2 && segments[len(segments)-2] == "messages":
+		switch method {
+		case http.MethodPut:
+			return OpUpdate
+		case http.MethodDelete:
+			return OpDelete
+		}
+	case query.Get("comp") == "metadata":
+		if method == http.MethodPut {
+			return OpSetMetadata
+		}
+		return OpGetProperties
+	case method == http.MethodPut:
+		return OpCreateQueue
+	case method == http.MethodDelete:
+		return OpDeleteQueue
+	}
+	return OpOther
+}
+
 // NewService returns a Service for the queue service at serviceURL, sending
 // requests through p. A SAS token, if any, is part of serviceURL's query.
 func NewService(serviceURL url.URL, p pipeline.Pipeline) Service {
@@ -189,6 +273,14 @@ func (q sdkQueue) Create(ctx context.Context, metadata map[string]string) error 
 func (q sdkQueue) SetMetadata(ctx context.Context, metadata map[string]string) error {
 	_, err := q.url.SetMetadata(ctx, metadata)
 	return convert("set metadata of", q.name, err)
+}
+
+func (q sdkQueue) ApproximateCount(ctx context.Context) (int64, error) {
+	props, err := q.url.GetProperties(ctx)
+	if err != nil {
+		return 0, convert("get properties of", q.name, err)
+	}
+	return int64(props.ApproximateMessagesCount()), nil
 }
 
 func (q sdkQueue) DeleteQueue(ctx context.Context) error {

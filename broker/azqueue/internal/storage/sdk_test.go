@@ -179,3 +179,32 @@ func TestRefusedRequestsKeepTheServiceReasonAndNameTheRole(t *testing.T) {
 		})
 	}
 }
+
+func TestRequestOpNamesEveryOperationWhateverTheAccountPath(t *testing.T) {
+	tests := []struct {
+		method, path, query, want string
+	}{
+		{http.MethodGet, "", "comp=list&maxresults=1", OpListQueues},
+		{http.MethodPut, "/q", "", OpCreateQueue},
+		{http.MethodDelete, "/q", "", OpDeleteQueue},
+		{http.MethodGet, "/q", "comp=metadata", OpGetProperties},
+		{http.MethodPut, "/q", "comp=metadata", OpSetMetadata},
+		{http.MethodPost, "/q/messages", "messagettl=60", OpEnqueue},
+		{http.MethodGet, "/q/messages", "numofmessages=32", OpDequeue},
+		{http.MethodGet, "/q/messages", "peekonly=true", OpPeek},
+		{http.MethodDelete, "/q/messages", "", OpClear},
+		{http.MethodPut, "/q/messages/id-1", "popreceipt=r&visibilitytimeout=30", OpUpdate},
+		{http.MethodDelete, "/q/messages/id-1", "popreceipt=r", OpDelete},
+	}
+	for _, base := range []string{"https://acct.queue.core.windows.net", "http://127.0.0.1:10001/devstoreaccount1"} {
+		for _, tt := range tests {
+			u, err := url.Parse(base + tt.path + "?" + tt.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := requestOp(tt.method, u); got != tt.want {
+				t.Errorf("%s %s = %q, want %q", tt.method, u, got, tt.want)
+			}
+		}
+	}
+}

@@ -62,6 +62,9 @@ type Queue interface {
 	SetMetadata(ctx context.Context, metadata map[string]string) error
 	// DeleteQueue removes the queue and every message in it.
 	DeleteQueue(ctx context.Context) error
+	// ApproximateCount returns the service's estimate of the messages in
+	// the queue, invisible ones included (Get Queue Metadata).
+	ApproximateCount(ctx context.Context) (int64, error)
 }
 
 // Message is a message leased by Dequeue.

@@ -364,6 +364,19 @@ func (h queueHandle) SetMetadata(ctx context.Context, metadata map[string]string
 	})
 }
 
+func (h queueHandle) ApproximateCount(ctx context.Context) (int64, error) {
+	var n int64
+	err := h.s.do(ctx, "properties", h.name, func() error {
+		q, err := h.lookup("get properties of")
+		if err != nil {
+			return err
+		}
+		n = int64(len(q.messages))
+		return nil
+	})
+	return n, err
+}
+
 func (h queueHandle) DeleteQueue(ctx context.Context) error {
 	return h.s.do(ctx, "delete queue", h.name, func() error {
 		if _, err := h.lookup("delete"); err != nil {
