@@ -88,6 +88,7 @@ func main() {
 		errLog.Fatal(err)
 	}
 	published, err := publishEvents(ctx, micro.NewEvent(settings.Topic, service.Client()))
+	settings.Close()
 	fmt.Printf("total: %d events published to %q (broker %s)\n", published, settings.Topic, service.Options().Broker.String())
 	if err != nil {
 		errLog.Fatal(clientcmd.Describe(err))

@@ -60,6 +60,7 @@ func main() {
 	if !settings.Init(service, checkFlags) {
 		return
 	}
+	defer settings.Close()
 	client, err := settings.ExampleClient(service, errLog.Printf)
 	if err != nil {
 		errLog.Fatal(clientcmd.Describe(err))

@@ -3,6 +3,7 @@ package e2e
 import (
 	"encoding/json"
 	"fmt"
+	"go/version"
 	"net"
 	"net/url"
 	"os"
@@ -439,7 +440,10 @@ func TestComposeImagesArePinned(t *testing.T) {
 	if m := regexp.MustCompile(`(?m)^ARG GO_VERSION=(\S+)$`).FindSubmatch(dockerfile); m != nil {
 		goVersion = string(m[1])
 	}
-	if goLine == "" || goVersion == "" || !strings.HasPrefix(goVersion+".", goLine+".") {
+	// A release of the go line's language version, at or above the line
+	// (go 1.26.0 asks for 1.26.0 or later 1.26 releases).
+	image, line := "go"+goVersion, "go"+goLine
+	if goLine == "" || goVersion == "" || version.Lang(image) != version.Lang(line) || version.Compare(image, line) < 0 {
 		t.Errorf("Dockerfile's ARG GO_VERSION=%q is not a release of go.mod's go %q", goVersion, goLine)
 	}
 	stages := make(map[string]bool)

@@ -34,6 +34,7 @@ import (
 	"github.com/poc-go-micro/poc-go-micro/broker/azqueue/azqueueprom"
 	"github.com/poc-go-micro/poc-go-micro/internal/etcdregistry"
 	"github.com/poc-go-micro/poc-go-micro/internal/microcli"
+	"github.com/poc-go-micro/poc-go-micro/internal/tracing"
 	"github.com/poc-go-micro/poc-go-micro/internal/version"
 	"github.com/poc-go-micro/poc-go-micro/proto/example"
 	"github.com/poc-go-micro/poc-go-micro/server/handler"
@@ -171,6 +172,11 @@ func main() {
 	if err := service.Server().Init(grpcserver.MaxMsgSize(maxMessageSize)); err != nil {
 		errLog.Fatalf("set the largest gRPC message to %d bytes: %v", maxMessageSize, err)
 	}
+	traces, err := tracing.Setup(service.Server().Options().Name)
+	if err != nil {
+		errLog.Fatalf("%v", err)
+	}
+	traces.Wrap(service)
 	ready := &monitor.Readiness{}
 	var metrics *monitor.Server
 	if metricsAddress != "" {
@@ -215,6 +221,11 @@ func main() {
 			logger.Errorf("%v", err)
 		}
 	}
+	flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := traces.Shutdown(flush); err != nil {
+		logger.Errorf("export traces: %v", err)
+	}
+	cancel()
 	if failMatching != "" {
 		logger.Infof("stopped: received %d events on topic %q, failed %d deliveries on purpose (--fail_events_matching)", events.Count(), topic, events.Failed())
 		return

@@ -206,16 +206,20 @@ func (b *Broker) newService(ctx context.Context, cfg brokerConfig) (connection, 
 		Credential: credential,
 		Retry:      retryOptions,
 		HTTPClient: b.httpClient(),
-		Policies:   []pipeline.Factory{storage.ObserveRequests(b.requested)},
+		Policies:   []pipeline.Factory{storage.ObserveRequests(&b.stats.requests, b.requestObserver())},
 	})
 	conn.svc = storage.NewService(endpoint, p)
 	return conn, nil
 }
 
-// requested counts one request sent, and tells the observer how it went.
-func (b *Broker) requested(op string, status int, code string) {
-	b.stats.requests.Add(1)
-	b.observer.Requested(op, status, code)
+// requestObserver returns what tells the observer how each request went,
+// or nil without one: naming a request's operation is then not worth its
+// cost.
+func (b *Broker) requestObserver() func(op string, status int, code string) {
+	if _, none := b.observer.(NoObserver); none {
+		return nil
+	}
+	return b.observer.Requested
 }
 
 // retryOptions make the SDK send each request once, bounded by TryTimeout:

@@ -286,5 +286,17 @@
 //
 // (*Broker).Stats returns counters (published, delivered, acked, retried,
 // poisoned, renewals, leases lost, polls, empty polls, errors, requests,
-// request retries, throttled requests).
+// request retries, throttled requests). WithObserver makes the broker tell
+// an Observer the same, labelled with topic, group and queue, plus each
+// request's operation and answer, handler durations, each delivery's age
+// and the queue's sampled depth (DepthSampleInterval): package
+// azqueueprom implements it with Prometheus, and this package imports no
+// metrics library. Connected reports what a readiness probe needs.
+//
+// Publishing and processing are OpenTelemetry spans of the global
+// TracerProvider (a no-op until the application installs one): the
+// envelope carries the publish span's W3C trace context, each delivery's
+// process span is its child, and the handler's message carries the
+// process span's context (scope TracerName; attributes of OpenTelemetry's
+// messaging conventions, with messaging.system MessagingSystem).
 package azqueue

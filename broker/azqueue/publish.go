@@ -36,17 +36,27 @@ func (b *Broker) Publish(topic string, m *broker.Message, opts ...broker.Publish
 	if topic == "" {
 		return errEmptyTopic
 	}
+	ctx := options.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, span, m := startPublishSpan(ctx, topic, m)
+	defer span.End()
+	if err := b.publish(ctx, svc, directory, cfg, pub, topic, m); err != nil {
+		spanFailed(span, err)
+		return err
+	}
+	return nil
+}
+
+// publish is Publish once the message is checked and its span started.
+func (b *Broker) publish(ctx context.Context, svc storage.Service, directory *queueDirectory, cfg brokerConfig, pub publishConfig, topic string, m *broker.Message) error {
 	text, _, err := encodeMessage(m, cfg.base64)
 	if errors.Is(err, ErrMessageTooLarge) {
 		return fmt.Errorf("%w (publishing to topic %q)", err, topic) // prefixed already
 	}
 	if err != nil {
 		return fmt.Errorf("azqueue: publish to topic %q: %w", topic, err)
-	}
-
-	ctx := options.Context
-	if ctx == nil {
-		ctx = context.Background()
 	}
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc

@@ -12,6 +12,7 @@ import (
 	"github.com/micro/go-micro/v2/broker"
 	"github.com/micro/go-micro/v2/logger"
 	"github.com/poc-go-micro/poc-go-micro/broker/azqueue/internal/storage"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Subscribe starts consuming topic's queue for the subscription's group
@@ -552,16 +553,18 @@ func (s *subscription) process(m storage.Message, sent time.Time) {
 	l.startRenewing()
 	defer l.stopRenewing()
 	d, err := decodeMessage(m.Text, s.base64)
+	span := startProcessSpan(s.meter.queue, d.Headers, m.ID, m.DequeueCount)
+	defer span.End()
 	if err != nil {
-		s.poisonMessage(l, m, m.Text, PoisonUnreadable, err.Error())
+		s.poisonMessage(l, span, m, m.Text, PoisonUnreadable, err.Error())
 		return
 	}
 	if deliveries := d.deliveries(m.DequeueCount); deliveries > int64(s.cfg.maxDequeue) {
-		s.poisonMessage(l, m, d.publishedText(m.Text), PoisonMaxDeliveries, s.exhausted(d, m, deliveries))
+		s.poisonMessage(l, span, m, d.publishedText(m.Text), PoisonMaxDeliveries, s.exhausted(d, m, deliveries))
 		return
 	}
 
-	ev := &event{topic: s.topic, message: s.messageFor(d, m), lease: l, dequeueCount: m.DequeueCount, meter: &s.meter}
+	ev := &event{topic: s.topic, message: s.messageFor(d, m, span), lease: l, dequeueCount: m.DequeueCount, meter: &s.meter}
 	if !s.startHandler(l, d) {
 		return
 	}
@@ -577,12 +580,12 @@ func (s *subscription) process(m storage.Message, sent time.Time) {
 			// Still renewed: poisoning takes requests of its own. A handler
 			// that settled the message itself has had its say.
 			if l.settledOrLost() == nil {
-				s.poisonMessage(l, m, d.publishedText(m.Text), code, reason)
+				s.poisonMessage(l, span, m, d.publishedText(m.Text), code, reason)
 			}
 			return
 		}
 		l.stopRenewing()
-		s.retry(l, d, m, err)
+		s.retry(l, span, d, m, err)
 		return
 	}
 	l.stopRenewing()
@@ -610,8 +613,9 @@ func (s *subscription) invoke(ev *event, inserted time.Time) (err error) {
 
 // messageFor builds the go-micro message a handler sees: the envelope's
 // headers and body (or a foreign text with RawContentType), plus the
-// Azqueue-* headers describing the delivery.
-func (s *subscription) messageFor(d decoded, m storage.Message) *broker.Message {
+// Azqueue-* headers describing the delivery, and the trace context of its
+// process span.
+func (s *subscription) messageFor(d decoded, m storage.Message, span trace.Span) *broker.Message {
 	headers := make(map[string]string, len(d.Headers)+5)
 	for k, v := range d.Headers {
 		headers[k] = v
@@ -623,6 +627,7 @@ func (s *subscription) messageFor(d decoded, m storage.Message) *broker.Message 
 	headers[HeaderDequeueCount] = strconv.FormatInt(m.DequeueCount, 10)
 	headers[HeaderInsertionTime] = m.InsertionTime.UTC().Format(time.RFC3339Nano)
 	headers[HeaderQueue] = s.queue.Name()
+	carryTraceContext(span, headers)
 	return &broker.Message{Header: headers, Body: d.Body}
 }
 
@@ -630,7 +635,7 @@ func (s *subscription) messageFor(d decoded, m storage.Message) *broker.Message 
 // jittered delay, recording the error in the envelope (or, for a foreign
 // text, in memory) for the poison queue's sake. A handler that settled the
 // message itself is left alone.
-func (s *subscription) retry(l *lease, d decoded, m storage.Message, cause error) {
+func (s *subscription) retry(l *lease, span trace.Span, d decoded, m storage.Message, cause error) {
 	s.meter.failed()
 	delay := retryDelay(d.deliveries(m.DequeueCount), s.cfg.retryMin, s.cfg.retryMax)
 	reason := cause.Error()
@@ -642,12 +647,15 @@ func (s *subscription) retry(l *lease, d decoded, m storage.Message, cause error
 	case errors.Is(err, ErrSettled), errors.Is(err, ErrLeaseLost):
 		// Settled by the handler itself; or lost, which was logged when
 		// found, and the message comes back anyway.
+		spanFailed(span, cause)
 		return
 	case err != nil:
+		spanFailed(span, cause)
 		s.ackErrors.errorf("azqueue: topic %q: handler failed on message %s (delivery %d of %d) and the retry could not be scheduled, it will be delivered again when its lease ends: %v; handler error: %v",
 			s.topic, m.ID, m.DequeueCount, s.cfg.maxDequeue, err, cause)
 	default:
 		s.meter.retried()
+		spanRetried(span, delay, cause)
 		logger.Warnf("azqueue: topic %q: handler failed on message %s (delivery %d of %d), retrying in %s: %v",
 			s.topic, m.ID, m.DequeueCount, s.cfg.maxDequeue, delay.Round(time.Millisecond), cause)
 	}
@@ -656,7 +664,7 @@ func (s *subscription) retry(l *lease, d decoded, m storage.Message, cause error
 // poisonMessage moves a message to the poison queue: copy first, then
 // delete, so a crash in between duplicates it rather than losing it. If the
 // copy fails, the message is left to be tried again after a delay.
-func (s *subscription) poisonMessage(l *lease, m storage.Message, original string, code PoisonReason, reason string) {
+func (s *subscription) poisonMessage(l *lease, span trace.Span, m storage.Message, original string, code PoisonReason, reason string) {
 	if err := s.poison.put(m, original, s.topic, s.group, reason); err != nil {
 		s.meter.failed()
 		logger.Errorf("azqueue: topic %q: message %s should move to poison queue %q (%s) but could not: %v",
@@ -665,6 +673,7 @@ func (s *subscription) poisonMessage(l *lease, m storage.Message, original strin
 		return
 	}
 	s.meter.poisoned(code)
+	spanPoisoned(span, code, reason)
 	logger.Errorf("azqueue: topic %q: moved message %s to poison queue %q: %s", s.topic, m.ID, s.poison.queue.Name(), reason)
 	s.notifyPoisoned(Poisoned{
 		Topic: s.topic, Group: s.group, Queue: s.queue.Name(), PoisonQueue: s.poison.queue.Name(),

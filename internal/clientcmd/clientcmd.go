@@ -4,7 +4,9 @@
 package clientcmd
 
 import (
+	"context"
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/micro/cli/v2"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/poc-go-micro/poc-go-micro/broker/azqueue"
 	"github.com/poc-go-micro/poc-go-micro/internal/microcli"
+	"github.com/poc-go-micro/poc-go-micro/internal/tracing"
 	"github.com/poc-go-micro/poc-go-micro/internal/version"
 	"github.com/poc-go-micro/poc-go-micro/proto/example"
 )
@@ -47,6 +50,9 @@ type Settings struct {
 	Wait time.Duration
 	// Topic is the events' topic, for the clients of the broker.
 	Topic string
+
+	// tracing is what Init set up from the OTEL_* environment.
+	tracing tracing.Tracing
 }
 
 // ServiceFlag returns the --service flag (env POC_SERVICE), stored in
@@ -128,13 +134,14 @@ func NewService(name, description string, flags []cli.Flag, opts ...micro.Option
 }
 
 // Init parses the command line of service (see microcli.Init), checks s,
-// and bounds the registry look-ups of service by s.Timeout: without that,
-// an unreachable etcd holds every call for the registry's own 5 s, however
-// short the --timeout. check, if not nil, validates the binary's own
-// flags. Init reports whether the program should go on; false means help
-// was printed and the program should exit with status 0.
+// bounds the registry look-ups of service by s.Timeout (without that, an
+// unreachable etcd holds every call for the registry's own 5 s, however
+// short the --timeout) and sets up tracing from the OTEL_* environment
+// (see internal/tracing; Close flushes it). check, if not nil, validates
+// the binary's own flags. Init reports whether the program should go on;
+// false means help was printed and the program should exit with status 0.
 func (s *Settings) Init(service micro.Service, check func() error) bool {
-	return microcli.Init(service, func(*cli.Context) error {
+	proceed := microcli.Init(service, func(*cli.Context) error {
 		if s.Timeout <= 0 {
 			return fmt.Errorf("--timeout must be positive, got %s", s.Timeout)
 		}
@@ -145,10 +152,34 @@ func (s *Settings) Init(service micro.Service, check func() error) bool {
 			return fmt.Errorf("bound registry look-ups by --timeout: %w", err)
 		}
 		if check != nil {
-			return check()
+			if err := check(); err != nil {
+				return err
+			}
 		}
-		return nil
+		t, err := tracing.Setup(service.Name())
+		s.tracing = t
+		return err
 	})
+	// Not inside microcli.Init: wrapping initialises the service again.
+	if proceed {
+		s.tracing.Wrap(service)
+	}
+	return proceed
+}
+
+// closeTimeout bounds Close's flush of the spans not exported yet.
+const closeTimeout = 5 * time.Second
+
+// Close exports the spans not exported yet; call it before exiting.
+func (s *Settings) Close() {
+	if s.tracing.Shutdown == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	if err := s.tracing.Shutdown(ctx); err != nil {
+		fmt.Fprintf(os.Stderr, "export traces: %v\n", err)
+	}
 }
 
 // quietEtcdLog is the etcd client's log configuration for the clients:

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-pipeline-go/pipeline"
@@ -145,14 +146,18 @@ const (
 	OpOther         = "other"
 )
 
-// ObserveRequests returns a policy that calls observe once per request it
-// sends, with the operation, the HTTP status of the answer (0 when none
-// came) and the service's error code ("" on success). Placed among
-// PipelineConfig.Policies, it sees every try.
-func ObserveRequests(observe func(op string, status int, code string)) pipeline.Factory {
+// ObserveRequests returns a policy that counts every request it sends in
+// sent and, unless observe is nil, calls it with the operation, the HTTP
+// status of the answer (0 when none came) and the service's error code (""
+// on success). Placed among PipelineConfig.Policies, it sees every try.
+func ObserveRequests(sent *atomic.Int64, observe func(op string, status int, code string)) pipeline.Factory {
 	return pipeline.FactoryFunc(func(next pipeline.Policy, _ *pipeline.PolicyOptions) pipeline.PolicyFunc {
 		return func(ctx context.Context, r pipeline.Request) (pipeline.Response, error) {
+			sent.Add(1)
 			resp, err := next.Do(ctx, r)
+			if observe == nil {
+				return resp, err
+			}
 			var answer *http.Response
 			var se azqueue.StorageError
 			switch {
