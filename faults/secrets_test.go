@@ -149,9 +149,11 @@ func (s *stack) runForSecrets(t *testing.T, r secretRun, secrets func() []string
 // publish, a queue-service outage under a running server, and a SIGABRT
 // goroutine dump.
 //
+// Then the same with Microsoft Entra ID secrets (see entraIDSecretRuns).
+//
 // Asserted: each run takes the error path it is meant to (its output says
-// so) and neither the key nor the SAS signature appears in its stdout or
-// stderr, whole, URL-escaped or in any 16-character piece.
+// so) and none of the secrets appears in its stdout or stderr, whole,
+// URL-escaped or in any 16-character piece.
 func TestSecretsAreNeverPrinted(t *testing.T) {
 	s := newStack(t)
 	closed := fmt.Sprintf("http://127.0.0.1:%d/%s", testenv.FreePort(t), testenv.DevAccountName)
@@ -242,7 +244,7 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 
 	if !t.Failed() {
 		record(t, outcome{
-			scenario: 9, title: "secrets: distinctive key and SAS in the environment, every error path",
+			scenario: 9, title: "secrets: distinctive key, SAS and Entra ID secrets in the environment, every error path",
 			published: notApplicable, handled: notApplicable, duplicates: notApplicable, poisoned: notApplicable, lost: notApplicable,
 			notes: fmt.Sprintf("%d runs of the server, client-azqueue-pub and requeue-poison: --help (also with a SAS URL in MICRO_BROKER_ADDRESS), unreachable endpoints, refused keys and SASs, malformed connection strings and endpoints with the secrets inside; then, with a valid SAS, an oversize publish, a queue-service outage under a running server and a SIGABRT goroutine dump. "+
 				"Then %d runs with Microsoft Entra ID: a client secret, a federated token and a managed identity's IDENTITY_HEADER in the environment, --help, unreachable token endpoints, a failing identity endpoint, a token Azurite refuses, and a server consuming through token renewals, an identity-endpoint outage and a SIGABRT goroutine dump. "+
