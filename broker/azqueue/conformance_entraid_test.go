@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -62,15 +61,15 @@ func entraBroker(t *testing.T, az *testenv.Azurite, opts ...broker.Option) *Brok
 }
 
 // connectAndSubscribe connects b and subscribes to a new topic, whose
-// messages it collects.
-func connectAndSubscribe(t *testing.T, b *Broker) (string, *received) {
+// deliveries the returned recorder collects.
+func connectAndSubscribe(t *testing.T, b *Broker) (string, *recorder) {
 	t.Helper()
 	if err := b.Connect(); err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
 	topic := newTopic()
-	got := new(received)
-	if _, err := b.Subscribe(topic, got.handler, fastPolls); err != nil {
+	got := newRecorder(t)
+	if _, err := b.Subscribe(topic, got.handler(nil), fastPolls); err != nil {
 		t.Fatalf("Subscribe: %v", err)
 	}
 	return topic, got
@@ -81,43 +80,7 @@ func connectAndSubscribe(t *testing.T, b *Broker) (string, *received) {
 func roundTrip(t *testing.T, b *Broker, n int) {
 	t.Helper()
 	topic, got := connectAndSubscribe(t, b)
-	got.waitReceived(t, publishMessages(t, b, topic, n), waitLong)
-}
-
-// received collects the ids of the messages a subscription handled.
-type received struct {
-	mu  sync.Mutex
-	ids map[string]int
-}
-
-func (r *received) handler(e broker.Event) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.ids == nil {
-		r.ids = make(map[string]int)
-	}
-	r.ids[e.Message().Header[idHeader]]++
-	return nil
-}
-
-// missing returns the ids of want not handled yet.
-func (r *received) missing(want []string) []string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var out []string
-	for _, id := range want {
-		if r.ids[id] == 0 {
-			out = append(out, id)
-		}
-	}
-	return out
-}
-
-// waitReceived waits until every id of want was handled.
-func (r *received) waitReceived(t *testing.T, want []string, timeout time.Duration) {
-	t.Helper()
-	eventually(t, timeout, func() string { return fmt.Sprintf("not handled: %v", r.missing(want)) },
-		func() bool { return len(r.missing(want)) == 0 })
+	got.waitIDs(t, publishMessages(t, b, topic, n), waitLong)
 }
 
 func testAccountAloneSelectsEntraIDThroughDefaultAzureCredential(t *testing.T, az *testenv.Azurite) {
@@ -157,22 +120,15 @@ func testSubscriptionKeepsConsumingAcrossTokenRenewals(t *testing.T, az *testenv
 	identity := testenv.StartIdentityEndpoint(t, tokenLifetime)
 	entraEnv(t, testenv.DevAccountName, identity)
 	b := entraBroker(t, az)
-	if err := b.Connect(); err != nil {
-		t.Fatalf("Connect: %v", err)
-	}
+	topic, got := connectAndSubscribe(t, b)
 	firstExpiry := time.Now().Add(tokenLifetime)
-	topic := newTopic()
-	var got received
-	if _, err := b.Subscribe(topic, got.handler, fastPolls); err != nil {
-		t.Fatalf("Subscribe: %v", err)
-	}
 	// Publish through four token lifetimes, a message every 500ms.
 	var want []string
 	for time.Now().Before(firstExpiry.Add(3 * tokenLifetime)) {
 		want = append(want, publishMessages(t, b, topic, 1)...)
 		time.Sleep(500 * time.Millisecond)
 	}
-	got.waitReceived(t, want, waitLong)
+	got.waitIDs(t, want, waitLong)
 	if issued := len(identity.Issued()); issued < 6 {
 		t.Errorf("%d tokens issued over four lifetimes, want at least 6 (renewals at half-life)", issued)
 	}
@@ -187,7 +143,7 @@ func testFailingIdentityEndpointIsRetriedAndNothingIsLost(t *testing.T, az *test
 	b := entraBroker(t, az)
 	topic, got := connectAndSubscribe(t, b)
 	want := publishMessages(t, b, topic, 2)
-	got.waitReceived(t, want, waitLong)
+	got.waitIDs(t, want, waitLong)
 
 	// An outage longer than a token's life: the current token expires
 	// during it, so the subscription's polls are refused until the
@@ -209,9 +165,9 @@ func testFailingIdentityEndpointIsRetriedAndNothingIsLost(t *testing.T, az *test
 	if failed < 2 {
 		t.Errorf("%d renewal attempts failed during a %s outage, want retries (at least 2)", failed, outage)
 	}
-	got.waitReceived(t, want, waitLong)
+	got.waitIDs(t, want, waitLong)
 	want = append(want, publishMessages(t, b, topic, 1)...)
-	got.waitReceived(t, want, waitLong)
+	got.waitIDs(t, want, waitLong)
 	if s := b.Stats(); s.Errors == 0 {
 		t.Errorf("no request failed while the token was expired: the case did not outlast the token (%s)", s)
 	}

@@ -10,7 +10,6 @@ import (
 	"github.com/micro/go-micro/v2/logger"
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/poc-go-micro/poc-go-micro/broker/azqueue/internal/storage/storagetest"
 )
@@ -19,12 +18,7 @@ import (
 // records every span and drops it when it ends: what tracing costs the
 // broker, exporting aside.
 func traced(b *testing.B) {
-	provider := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()))
-	otel.SetTracerProvider(provider)
-	b.Cleanup(func() {
-		otel.SetTracerProvider(noop.NewTracerProvider())
-		_ = provider.Shutdown(context.Background())
-	})
+	installTracerProvider(b, sdktrace.WithSampler(sdktrace.AlwaysSample()))
 }
 
 // BenchmarkPublishTraced is BenchmarkPublish with every span recorded,

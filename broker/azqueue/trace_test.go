@@ -19,16 +19,22 @@ import (
 	"github.com/poc-go-micro/poc-go-micro/broker/azqueue/internal/storage/storagetest"
 )
 
-// recordSpans installs a TracerProvider that records every span, for the
-// rest of the test (the broker uses the global one).
-func recordSpans(t *testing.T) *tracetest.SpanRecorder {
-	recorder := tracetest.NewSpanRecorder()
-	provider := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(recorder))
+// installTracerProvider makes a TracerProvider of opts the global one (the
+// broker's) for the rest of tb, then puts a no-op one back.
+func installTracerProvider(tb testing.TB, opts ...sdktrace.TracerProviderOption) {
+	provider := sdktrace.NewTracerProvider(opts...)
 	otel.SetTracerProvider(provider)
-	t.Cleanup(func() {
+	tb.Cleanup(func() {
 		otel.SetTracerProvider(noop.NewTracerProvider())
 		_ = provider.Shutdown(context.Background())
 	})
+}
+
+// recordSpans installs a TracerProvider that records every span, for the
+// rest of the test.
+func recordSpans(t *testing.T) *tracetest.SpanRecorder {
+	recorder := tracetest.NewSpanRecorder()
+	installTracerProvider(t, sdktrace.WithSpanProcessor(recorder))
 	return recorder
 }
 
